@@ -1,0 +1,33 @@
+# Two commands for a new machine (Debian 12):
+#   make demo   set everything up and run the demo lab
+#   make test   set everything up and run every test
+# Both install what they need (apt packages, .venv) and start libvirtd when it is not running.
+
+VENV    := .venv
+LABVIRT := $(VENV)/bin/labvirt
+PYTEST  := $(VENV)/bin/pytest
+DEMO    := -f overrides/glance-dcn.yml -f overrides/tiny.yml
+
+.PHONY: setup demo test unit lint golden bench clean-demo
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(LABVIRT) $(DEMO) show
+	$(LABVIRT) $(DEMO) inventory
+
+test: setup
+	$(VENV)/bin/ruff check labvirt tests bench
+	$(PYTEST) -q tests
+
+unit: setup
+	$(PYTEST) -q -m unit tests
+
+lint: setup
+	$(VENV)/bin/ruff check labvirt tests bench
+
+# Regenerate golden files after an intended change; review `git diff tests/golden` before committing.
+golden: setup
+	LABVIRT_REGEN_GOLDEN=1 $(PYTEST) -q tests -k golden
+	git --no-pager diff --stat -- tests/golden

@@ -1,0 +1,3 @@
+from labvirt.cli import main
+
+main()

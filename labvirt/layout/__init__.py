@@ -1,0 +1,1 @@
+"""Reading tripleo-lab overrides files: loading with locations, then validation."""

@@ -1,0 +1,64 @@
+"""`labvirt inventory`: write every stack's TripleO files and the hypervisor's access files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labvirt.model import Lab
+from labvirt.outputs import access, tripleo
+from labvirt.session import Session
+from labvirt.state import write_atomic
+
+STACK_FILES = ("inventory.yaml", "deployed-server-environment.yaml", "baremetal-deployment.yaml")
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    what: str
+    stack: str | None
+
+
+def dump_yaml(data: Any, header: str | None = None) -> str:
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    return (f"# {header}\n" if header else "") + text
+
+
+def default_output_dir(lab: Lab) -> Path:
+    return Path.cwd() / f"{lab.name}-inventory"
+
+
+def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -> list[Written]:
+    lab = session.lab()
+    out = out_dir or default_output_dir(lab)
+    stacks = [lab.stack(stack)] if stack else [s for s in lab.stacks if s.members]
+    written: list[Written] = []
+
+    def put(path: Path, text: str, what: str, stack_name: str | None) -> None:
+        write_atomic(path, text)
+        written.append(Written(path, what, stack_name))
+
+    origin = f"written by labvirt for lab {lab.name}; regenerate with `labvirt inventory`"
+    for s in stacks:
+        d = out / s.name
+        put(d / "inventory.yaml", dump_yaml(tripleo.stack_inventory(lab, s), origin),
+            "Ansible inventory (tripleo-ansible-inventory shape)", s.name)
+        put(d / "deployed-server-environment.yaml",
+            dump_yaml(tripleo.deployed_server_environment(lab, s), origin),
+            "deployed-server environment (-e for overcloud deploy)", s.name)
+        put(d / "baremetal-deployment.yaml", dump_yaml(tripleo.baremetal_deployment(lab, s), origin),
+            "baremetal deployment (managed: false)", s.name)
+    if not stack:
+        put(out / "inventory.yaml", dump_yaml(tripleo.merged_inventory(lab, stacks), origin),
+            "merged inventory over all stacks", None)
+    key, known = session.key_path(lab), session.known_hosts_path()
+    put(out / "hypervisor-inventory.yaml",
+        dump_yaml(access.hypervisor_inventory(lab, key, known), origin),
+        "inventory for ansible on the hypervisor", None)
+    put(out / "ssh_config", access.ssh_config(lab, key, known), "ssh -F config", None)
+    put(out / "hosts", access.hosts_file(lab), "/etc/hosts lines", None)
+    return written

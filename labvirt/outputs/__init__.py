@@ -1,0 +1,1 @@
+"""Files and views derived from the lab model: inventories, TripleO environments, ssh config."""
