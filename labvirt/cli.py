@@ -15,14 +15,18 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from labvirt import __version__
-from labvirt.errors import LabvirtError
+from labvirt.errors import InputError, LabvirtError
+from labvirt.executor import Event, ExecutionReport
 from labvirt.model import Lab
 from labvirt.ops import inventory as inventory_ops
+from labvirt.ops import provision as provision_ops
 from labvirt.ops import stacks as stack_ops
 from labvirt.outputs.views import human_size, lab_to_dict
+from labvirt.plan import Plan
 from labvirt.session import Session
 
 FORMATS = click.Choice(["table", "json", "yaml"])
@@ -212,13 +216,226 @@ def inventory(ctx: click.Context, stack: str | None, output_dir: Path | None, fm
         out.print(f"{shown}  [dim]{w.what}[/]")
 
 
+def _print_plan(plan: Plan) -> None:
+    if plan.drift:
+        for d in plan.drift:
+            out.print(f"[yellow]drift[/] {d.node}: {'; '.join(d.changes)}")
+        out.print("  apply with: labvirt up --recreate NODE... (rebuilds the node and its disks)")
+    if plan.empty:
+        out.print(f"lab {plan.lab}: nothing to do ({len(plan.unchanged)} nodes unchanged)",
+                  markup=False)
+        return
+    for a in plan.actions:
+        where = a.node or "lab"
+        out.print(f"  {where:<18} {a.describe()}", markup=False)
+    out.print(f"{len(plan.actions)} action(s); {len(plan.unchanged)} node(s) unchanged",
+              markup=False)
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "lab": plan.lab,
+        "actions": [{"kind": a.kind, "target": a.target, "node": a.node, "detail": a.detail}
+                    for a in plan.actions],
+        "drift": [{"node": d.node, "changes": list(d.changes)} for d in plan.drift],
+        "unchanged": plan.unchanged,
+    }
+
+
+class _ProgressView:
+    """A rich progress display: one line per node, advancing with each finished action."""
+
+    def __init__(self, plan: Plan, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.fields[node]:<18}"), BarColumn(bar_width=20),
+            TextColumn("{task.description}"), TimeElapsedColumn(),
+            console=err, transient=False, disable=not enabled,
+        )
+        self.tasks: dict[str | None, TaskID] = {}
+        counts: dict[str | None, int] = {}
+        for a in plan.actions:
+            counts[a.node] = counts.get(a.node, 0) + 1
+        for node, total in counts.items():
+            self.tasks[node] = self.progress.add_task("waiting", total=total, node=node or "lab")
+
+    def __call__(self, event: Event) -> None:
+        task = self.tasks.get(event.node)
+        if task is None:
+            return
+        if event.status == "start":
+            self.progress.update(task, description=f"{event.action} {event.target}")
+        elif event.status == "done":
+            self.progress.update(task, advance=1, description="done"
+                                 if self.progress.tasks[task].completed + 1
+                                 >= (self.progress.tasks[task].total or 0) else event.action)
+        else:
+            self.progress.update(task, description=f"[red]failed[/] {event.action}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--recreate", "recreate", multiple=True, metavar="NODE",
+              help="Rebuild NODE (domain and disks) to apply drift. Repeatable.")
+@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Nodes handled in parallel.")
+@click.option("--no-wait", is_flag=True, help="Return once domains are started.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: int,
+       no_wait: bool, fmt: str) -> None:
+    """Create or converge the lab: networks, pool, disks, domains."""
+    session = _session(ctx)
+    _warn(session)
+    view: _ProgressView | None = None
+
+    def progress(event: Event) -> None:
+        if view is not None:
+            view(event)
+
+    def note(message: str) -> None:
+        if fmt == "table":
+            err.print(message, markup=False)
+
+    def on_plan(plan: Plan) -> None:
+        nonlocal view
+        view = _ProgressView(plan, enabled=fmt == "table" and err.is_terminal)
+        view.progress.start()
+
+    try:
+        result = provision_ops.up(session, recreate=tuple(recreate), dry_run=dry_run,
+                                  workers=workers, progress=progress, note=note,
+                                  on_plan=on_plan)
+    finally:
+        if view is not None:
+            view.progress.stop()
+    for n in result.notes:
+        note(f"note: {n}")
+    if result.report is None:
+        if fmt == "json":
+            _dump({"plan": _plan_json(result.plan), "nodes": {}}, "json")
+        else:
+            _print_plan(result.plan)
+        return
+    report = result.report
+    _render_report(result.plan, report, fmt)
+    if report is not None and not report.ok:
+        ctx.exit(1)
+
+
+def _render_report(plan: Plan, report: ExecutionReport | None, fmt: str) -> None:
+    if report is None:
+        _print_plan(plan)
+        return
+    if fmt == "json":
+        _dump({
+            "plan": _plan_json(plan),
+            "shared": report.shared,
+            "shared_error": report.shared_error,
+            "seconds": round(report.seconds, 3),
+            "nodes": {h: {"result": r.summary, "done": r.done, "error": r.error,
+                          "seconds": round(r.seconds, 3)} for h, r in report.nodes.items()},
+        }, "json")
+        return
+    for d in plan.drift:
+        out.print(f"[yellow]drift[/] {d.node}: {'; '.join(d.changes)} "
+                  "(apply with --recreate NODE)")
+    if report.shared_error:
+        out.print(f"[red]failed[/]: {report.shared_error}")
+    table = Table(box=None, pad_edge=False)
+    for col in ("node", "result", "actions", "seconds", "error"):
+        table.add_column(col)
+    for h, r in report.nodes.items():
+        colour = "red" if r.error else ("dim" if not r.done else "green")
+        table.add_row(h, f"[{colour}]{r.summary}[/]", str(len(r.done)), f"{r.seconds:.1f}",
+                      r.error or "")
+    out.print(table)
+    failed = sum(1 for r in report.nodes.values() if not r.ok)
+    changed = sum(1 for r in report.nodes.values() if r.done)
+    out.print(f"{len(report.nodes)} nodes: {changed} changed, {failed} failed, "
+              f"{len(report.nodes) - changed - failed} unchanged; {report.seconds:.1f} s",
+              markup=False)
+
+
+@cli.command()
+@click.option("--recreate", "recreate", multiple=True, metavar="NODE")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def plan(ctx: click.Context, recreate: tuple[str, ...], fmt: str) -> None:
+    """Show what `up` would do, changing nothing."""
+    session = _session(ctx)
+    _warn(session)
+    p = provision_ops.plan_only(session, tuple(recreate))
+    if p.conflicts:
+        for c in p.conflicts:
+            err.print(f"conflict: {c}", markup=False)
+    if fmt == "json":
+        _dump({**_plan_json(p), "conflicts": p.conflicts}, "json")
+    else:
+        _print_plan(p)
+    if p.conflicts:
+        ctx.exit(2)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Each node's state, stack, role, address, disk use and snapshots."""
+    session = _session(ctx)
+    rows = provision_ops.status(session)
+    if fmt == "json":
+        _dump([{
+            "node": r.hostname, "domain": r.domain, "state": r.state, "stack": r.stack,
+            "role": r.role, "ctlplane_ip": r.ctlplane_ip, "ssh": r.ssh,
+            "disk_allocation": r.disk_allocation, "disk_capacity": r.disk_capacity,
+            "snapshots": list(r.snapshots),
+        } for r in rows], "json")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("node", "state", "stack", "role", "ctlplane", "ssh", "disk used", "snapshots"):
+        table.add_column(col, no_wrap=True)
+    colours = {"running": "green", "shut-off": "yellow", "missing": "dim", "not-ours": "red"}
+    for r in rows:
+        c = colours.get(r.state, "white")
+        table.add_row(r.hostname, f"[{c}]{r.state}[/]", r.stack or "-", r.role or "-",
+                      r.ctlplane_ip or "-", r.ssh,
+                      f"{human_size(r.disk_allocation)} / {human_size(r.disk_capacity)}"
+                      if r.disk_capacity else "-",
+                      ", ".join(r.snapshots) or "-")
+    out.print(table)
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def down(ctx: click.Context, yes: bool) -> None:
+    """Remove the lab: its domains (with snapshots and nvram), volumes, pool, networks."""
+    session = _session(ctx)
+    lab = session.lab()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError("labvirt down removes the whole lab and needs confirmation",
+                             "run it in a terminal, or pass --yes")
+        click.confirm(f"Remove lab {lab.name} ({len(lab.nodes)} domains, their disks and "
+                      "networks)?", abort=True, err=True)
+    result = provision_ops.down(session, progress=lambda m: err.print(m, markup=False)
+                                if err.is_terminal else None)
+    for k in result.kept:
+        err.print(f"kept {k}", markup=False)
+    out.print(f"lab {lab.name}: removed {len(result.removed)} object(s)", markup=False)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="labvirt", standalone_mode=True)
     except LabvirtError as exc:  # raised before a command runs (e.g. in the group callback)
         err.print(exc.render(), markup=False)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - last resort: a bug, not bad input
+    except Exception as exc:
         if os.environ.get("LABVIRT_DEBUG"):
             raise
         err.print(f"internal error: {type(exc).__name__}: {exc}\n  hint: this is a labvirt "

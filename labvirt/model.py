@@ -331,8 +331,6 @@ def build_lab(
             nics.append(Nic(iface.network, mac))
         memory_bytes = res.memory_bytes or vm.memory_mb * 1000**2
         boot = (override.boot if override and override.boot else None) or lv.boot
-        if n is None:
-            boot = "image"  # the undercloud is always a pre-installed machine
         forward = access == "forward"
         nodes.append(Node(
             hostname=host, vm_name=vm.name, overcloud=n, domain=domain,
@@ -370,7 +368,7 @@ def build_lab(
         name=name, prefix=prefix, uri=lv.uri, domain_type=lv.domain_type, uefi=spec.uefi,
         machine="q35" if spec.uefi else "pc", basedir=spec.basedir,
         pool_name=f"labvirt-{name}", pool_path=pool_path,
-        console_dir=lv.console_dir or f"{pool_path}/console",
+        console_dir=lv.console_dir or pool_path,
         image=lv.image, access=access, ssh_user=lv.ssh_user, ssh_key=lv.ssh_key,
         ctlplane=Ctlplane(cp.network, cp.cidr, cp.gateway, cp.undercloud_ip, cp.dns,
                           cp.host_ip, cp.dns_domain),

@@ -1,0 +1,404 @@
+"""`labvirt up`, `plan`, `status` and `down`: making the lab real, and taking it away."""
+
+from __future__ import annotations
+
+import os
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labvirt.errors import InputError, LabvirtError
+from labvirt.executor import DEFAULT_WORKERS, Event, ExecutionReport, Executor
+from labvirt.model import Lab
+from labvirt.plan import Plan, Provision, Upload, make_plan
+from labvirt.render import (
+    DEFAULT_LOADER,
+    DEFAULT_NVRAM_TEMPLATE,
+    BootFiles,
+    console_log_name,
+    pool_uuid,
+)
+from labvirt.session import Session
+from labvirt.virt import Hypervisor, Observed
+
+GB = 1000**3
+TINY_PREFIX = "labvirt-tiny-"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("LABVIRT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "labvirt"
+
+
+@dataclass
+class Prepared:
+    lab: Lab
+    provision: Provision
+    payloads: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+
+    def payload(self, volume: str) -> bytes:
+        return self.payloads[volume]()
+
+
+def resolve_domain_type(lab: Lab, hv: Hypervisor) -> str:
+    types = hv.domain_types()
+    if lab.domain_type != "auto":
+        if lab.uri.startswith("test:"):
+            return lab.domain_type
+        if lab.domain_type not in types:
+            raise InputError(
+                f"the hypervisor offers no domain type {lab.domain_type!r} "
+                f"(it has: {', '.join(sorted(types)) or 'none'})",
+                "set labvirt.domain_type: qemu (software emulation) or install qemu-system-x86",
+            )
+        return lab.domain_type
+    if "kvm" in types:
+        return "kvm"
+    return "qemu"
+
+
+def _firmware(lab: Lab, hv: Hypervisor, domain_type: str) -> tuple[str, str]:
+    if not lab.uefi or lab.uri.startswith("test:"):
+        return DEFAULT_LOADER, DEFAULT_NVRAM_TEMPLATE
+    caps = hv.domain_capabilities(domain_type, lab.machine)
+    values = [v.text or "" for v in caps.iterfind("./os/loader/value")] if caps is not None else []
+    plain = [v for v in values if "secboot" not in v and ".ms." not in v]
+    if not (plain or values):
+        raise InputError(
+            "the layout asks for UEFI (uefi: true) but the hypervisor offers no OVMF firmware",
+            "apt-get install ovmf, or set uefi: false in the layout",
+        )
+    loader = sorted(plain or values, key=lambda v: ("4M" not in v, v))[0]
+    return loader, loader.replace("CODE", "VARS")
+
+
+def prepare(session: Session, lab: Lab, hv: Hypervisor,
+            progress: Callable[[str], None] | None = None) -> Prepared:
+    """Decide domain type and firmware, and gather boot artifacts to upload."""
+    domain_type = resolve_domain_type(lab, hv)
+    loader, nvram = _firmware(lab, hv, domain_type)
+    payloads: dict[str, Callable[[], bytes]] = {}
+    uploads: list[Upload] = []
+    boot = None
+    if any(n.boot == "image" for n in lab.nodes):
+        if lab.image == "tiny":
+            from labvirt.image.tiny import build_tiny_image
+
+            tiny = build_tiny_image(cache_dir(), progress=progress)
+            kname = f"{TINY_PREFIX}{tiny.version}-vmlinuz"
+            iname = f"{TINY_PREFIX}{tiny.version}-initrd.img"
+            for name, path in ((kname, tiny.kernel), (iname, tiny.initrd)):
+                payloads[name] = path.read_bytes
+                uploads.append(Upload(name, path.stat().st_size, None))
+            pool = lab.pool_path.rstrip("/")
+            boot = BootFiles(f"{pool}/{kname}", f"{pool}/{iname}", tiny.cmdline)
+        elif lab.image is None:
+            raise InputError(
+                "image-boot nodes need a base image and the layout names none",
+                "set labvirt.image: tiny (the rehearsal image) or a path to a cloud image; "
+                "or labvirt.boot: pxe",
+            )
+        else:
+            raise InputError(
+                f"base cloud images ({lab.image}) are not supported yet; only the tiny "
+                "rehearsal image is", "set labvirt.image: tiny, or labvirt.boot: pxe")
+    prov = Provision(domain_type=domain_type, loader=loader, nvram_template=nvram, boot=boot,
+                     uploads=tuple(uploads))
+    return Prepared(lab, prov, payloads)
+
+
+def host_routes() -> tuple[tuple[str, str], ...]:
+    """This machine's IPv4 routes as (cidr, device), from /proc/net/route."""
+    import ipaddress
+
+    routes = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return ()
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        dest = ipaddress.IPv4Address(int(parts[1], 16).to_bytes(4, "little"))
+        mask = ipaddress.IPv4Address(int(parts[7], 16).to_bytes(4, "little"))
+        net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        routes.append((str(net), parts[0]))
+    return tuple(routes)
+
+
+def trusted_uploads(lab: Lab, obs: Observed) -> frozenset[str]:
+    """Uploaded volumes known complete: an upload finishes before the domain that uses it
+    is defined, so a volume referenced by one of our defined domains is whole."""
+    pool = lab.pool_path.rstrip("/") + "/"
+    names = set()
+    for dom in obs.domains:
+        if dom.owner is None or dom.owner.lab != lab.name:
+            continue
+        root = ET.fromstring(dom.xml)
+        for tag in ("kernel", "initrd"):
+            text = root.findtext(f"./os/{tag}") or ""
+            if text.startswith(pool):
+                names.add(text[len(pool):])
+        for src in root.iterfind("./devices/disk/source"):
+            if src.get("volume"):
+                names.add(src.get("volume", ""))
+    return frozenset(names)
+
+
+@dataclass
+class Preflight:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def preflight(lab: Lab, hv: Hypervisor, prepared: Prepared, plan: Plan) -> Preflight:
+    """Refuse, with numbers, what cannot work: memory, disk, emulator, pool path, ports."""
+    result = Preflight()
+    host = hv.host()
+    to_start = {a.node for a in plan.actions if a.kind == "start-domain"}
+    if to_start:
+        need = sum(lab.node(h).memory_kib * 1024 for h in to_start)
+        running = sum(n.memory_kib * 1024 for n in lab.nodes if n.hostname not in to_start
+                      and n.boot == "image")
+        total = need + running
+        if total > host.memory_bytes * 0.9:
+            result.problems.append(
+                f"the lab needs {total / GB:.1f} GB of RAM, the host has "
+                f"{host.memory_bytes / GB:.1f} GB; try -f overrides/tiny.yml (256 MiB nodes)")
+    if host.is_local and not lab.uri.startswith("test:"):
+        creating = any(a.kind in ("create-volume", "upload") for a in plan.actions)
+        if creating:
+            probe = Path(lab.pool_path)
+            while not probe.exists():
+                probe = probe.parent
+            st = os.statvfs(probe)
+            free = st.f_bavail * st.f_frsize
+            upload_bytes = sum(u.size for u in prepared.provision.uploads)
+            need = upload_bytes + len(lab.nodes) * 64 * 1024**2
+            if free < need:
+                result.problems.append(
+                    f"the pool directory {lab.pool_path} needs about {need / GB:.1f} GB free, "
+                    f"{probe} has {free / GB:.1f} GB")
+            virtual = sum(d.size_bytes for n in lab.nodes for d in n.disks)
+            if virtual > free:
+                result.notes.append(
+                    f"disks are thin: they may grow to {virtual / GB:.0f} GB, "
+                    f"{probe} has {free / GB:.0f} GB free")
+            if not os.access(probe, os.W_OK):
+                result.problems.append(f"the pool directory {lab.pool_path} is not writable "
+                                       f"({probe} is not writable by this user)")
+        caps = hv.domain_capabilities(prepared.provision.domain_type, lab.machine)
+        if caps is None:
+            result.problems.append(
+                f"QEMU for x86_64 with domain type {prepared.provision.domain_type} and machine "
+                f"{lab.machine} is not available; apt-get install qemu-system-x86")
+        if lab.access == "forward":
+            for h in sorted(to_start):
+                port = lab.node(h).ssh_port
+                if port is not None and not port_free(port):
+                    result.problems.append(
+                        f"port {port} on 127.0.0.1 (ssh forward of {h}) is in use; set "
+                        "labvirt.forward_base_port to a free range")
+    return result
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class UpResult:
+    plan: Plan
+    report: ExecutionReport | None
+    notes: list[str]
+
+
+def compute_plan(session: Session, hv: Hypervisor, lab: Lab, recreate: tuple[str, ...] = (),
+                 progress: Callable[[str], None] | None = None) -> tuple[Plan, Prepared]:
+    prepared = prepare(session, lab, hv, progress)
+    obs = hv.observe((lab.pool_name,))
+    routes = host_routes() if hv.host().is_local and not lab.uri.startswith("test:") else ()
+    plan = make_plan(lab, obs, prepared.provision, recreate=recreate, host_routes=routes,
+                     trusted_uploads=trusted_uploads(lab, obs), pool_paths=hv.all_pool_paths())
+    return plan, prepared
+
+
+def _raise_conflicts(plan: Plan) -> None:
+    if plan.conflicts:
+        raise InputError(
+            "the lab collides with what the hypervisor already has:\n  - "
+            + "\n  - ".join(plan.conflicts),
+            "labvirt never changes objects that are not this lab's",
+        )
+
+
+def plan_only(session: Session, recreate: tuple[str, ...] = ()) -> Plan:
+    lab = session.lab()
+    with Hypervisor(lab.uri) as hv:
+        plan, _ = compute_plan(session, hv, lab, recreate)
+    return plan
+
+
+def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = False,
+       workers: int = DEFAULT_WORKERS, progress: Callable[[Event], None] | None = None,
+       note: Callable[[str], None] | None = None, hv: Hypervisor | None = None,
+       on_plan: Callable[[Plan], None] | None = None) -> UpResult:
+    """Converge the lab. `on_plan` sees the plan before anything changes (to set up a
+    progress display); `progress` then sees every action start and finish."""
+    lab = session.lab()
+    with session.store.locked("up"):
+        own = hv is None
+        hv = hv or Hypervisor(lab.uri)
+        try:
+            plan, prepared = compute_plan(session, hv, lab, recreate, note)
+            _raise_conflicts(plan)
+            checks = preflight(lab, hv, prepared, plan)
+            if checks.problems:
+                raise InputError("preflight failed:\n  - " + "\n  - ".join(checks.problems),
+                                 "nothing was created")
+            if dry_run or plan.empty:
+                return UpResult(plan, None, checks.notes)
+            if on_plan is not None:
+                on_plan(plan)
+            executor = Executor(hv, lab, prepared.payload, workers=workers, progress=progress)
+            report = executor.run(plan)
+            return UpResult(plan, report, checks.notes)
+        finally:
+            if own:
+                hv.close()
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    hostname: str
+    domain: str
+    state: str  # running, shut-off, missing, ...
+    stack: str | None
+    role: str | None
+    ctlplane_ip: str | None
+    ssh: str
+    disk_allocation: int
+    disk_capacity: int
+    snapshots: tuple[str, ...]
+
+
+def status(session: Session, hv: Hypervisor | None = None) -> list[NodeStatus]:
+    from labvirt.outputs.access import endpoint
+
+    state = session.load_state()
+    lab = session.lab(state)
+    own = hv is None
+    hv = hv or Hypervisor(lab.uri)
+    try:
+        obs = hv.observe((lab.pool_name,))
+    finally:
+        if own:
+            hv.close()
+    pool = obs.pool(lab.pool_name)
+    out = []
+    for node in lab.nodes:
+        dom = obs.domain(node.domain)
+        if dom is None:
+            st = "missing"
+        elif dom.owner is None or dom.owner.lab != lab.name:
+            st = "not-ours"
+        else:
+            st = dom.state
+        alloc = cap = 0
+        if pool is not None:
+            for disk in node.disks:
+                vol = pool.volume(disk.volume)
+                if vol is not None:
+                    alloc += vol.allocation
+                    cap += vol.capacity
+        member = lab.stack_of(node.hostname)
+        ep = endpoint(lab, node)
+        snaps = tuple(name for name, rec in state.snapshots.items()
+                      if node.hostname in rec.get("nodes", []))
+        out.append(NodeStatus(node.hostname, node.domain, st, member[0] if member else None,
+                              member[1] if member else None,
+                              str(node.ctlplane_ip) if node.ctlplane_ip else None,
+                              f"{ep.host}:{ep.port}", alloc, cap, snaps))
+    return out
+
+
+@dataclass
+class DownResult:
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def down(session: Session, hv: Hypervisor | None = None,
+         progress: Callable[[str], None] | None = None,
+         workers: int = DEFAULT_WORKERS) -> DownResult:
+    """Remove exactly this lab: domains, volumes, pool, networks carrying its identity."""
+    lab = session.lab()
+    say = progress or (lambda _m: None)
+    result = DownResult()
+    with session.store.locked("down"):
+        own = hv is None
+        hv = hv or Hypervisor(lab.uri)
+        try:
+            obs = hv.observe((lab.pool_name,))
+            doomed = [d.name for d in obs.domains if d.owner and d.owner.lab == lab.name]
+
+            def remove(name: str) -> str:
+                say(f"removing domain {name}")
+                hv.destroy_domain(name)
+                hv.undefine_domain(name)
+                return f"domain {name}"
+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labvirt") as ex:
+                result.removed.extend(ex.map(remove, doomed))
+            pool = obs.pool(lab.pool_name)
+            if pool is not None and pool.uuid == pool_uuid(lab):
+                if not pool.active:
+                    hv.ensure_pool(lab.pool_name, "")
+                    pool = hv.observe((lab.pool_name,)).pool(lab.pool_name)
+                assert pool is not None
+                ours = (f"{lab.prefix}-", TINY_PREFIX)
+                for vol in pool.volumes:
+                    if vol.name.startswith(ours):
+                        hv.delete_volume(lab.pool_name, vol.name)
+                        result.removed.append(f"volume {vol.name}")
+                    else:
+                        result.kept.append(f"volume {vol.name} (not labvirt's)")
+                say(f"removing pool {lab.pool_name}")
+                if hv.remove_pool(lab.pool_name):
+                    result.removed.append(f"pool {lab.pool_name}")
+                else:
+                    result.kept.append(f"pool {lab.pool_name} (holds files that are not labvirt's)")
+            for net in obs.networks:
+                if net.owner is None or net.owner.lab != lab.name:
+                    continue
+                say(f"removing network {net.name}")
+                hv.remove_network(net.name)
+                result.removed.append(f"network {net.name}")
+        finally:
+            if own:
+                hv.close()
+        state = session.load_state()
+        if state.snapshots:
+            state.snapshots.clear()
+            session.store.save(state)
+    return result
+
+
+def console_tail(lab: Lab, hv: Hypervisor, hostname: str, lines: int = 20) -> str:
+    node = lab.node(hostname)
+    try:
+        data = hv.download_volume(lab.pool_name, console_log_name(node), limit=16384)
+    except LabvirtError:
+        return "(no console log)"
+    text = data.decode(errors="replace").replace("\r", "")
+    return "\n".join(text.splitlines()[-lines:])
