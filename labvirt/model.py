@@ -179,7 +179,8 @@ def unknown_name(kind: str, name: str, known: list[str]) -> InputError:
     import difflib
 
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known {kind}s: {', '.join(known) or 'none'}"
+    hint = (f"did you mean {close[0]!r}?" if close
+            else f"known {kind}s: {', '.join(known) or 'none'}")
     return InputError(f"unknown {kind} {name!r}", hint)
 
 
@@ -221,7 +222,8 @@ def _disk_target(index: int) -> str:
 
 def _layout_stacks(spec: LayoutSpec) -> tuple[list[tuple[str, str]], dict[str, Assignment]]:
     order = [(s.name, s.role) for s in spec.labvirt.stacks]
-    membership = {m.node: Assignment(s.name, m.role) for s in spec.labvirt.stacks for m in s.members}
+    membership = {m.node: Assignment(s.name, m.role)
+                  for s in spec.labvirt.stacks for m in s.members}
     return order, membership
 
 

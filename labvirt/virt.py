@@ -38,7 +38,7 @@ STATE_NAMES = {
 
 _HINTS = {
     libvirt.VIR_ERR_NO_CONNECT: "is libvirtd running? start it with: virtlogd -d; libvirtd -d",
-    libvirt.VIR_ERR_AUTH_FAILED: "check your access to the libvirt URI (are you root or in group libvirt?)",
+    libvirt.VIR_ERR_AUTH_FAILED: "check your access to the libvirt URI (root, or group libvirt)",
     libvirt.VIR_ERR_OPERATION_DENIED: "check your access to the libvirt URI",
     libvirt.VIR_ERR_NO_STORAGE_POOL: "run `labvirt up` to create the lab's pool",
 }

@@ -115,11 +115,12 @@ def parse_text(text: str, name: str) -> LoadedFile:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise LayoutError(
-            f"not valid YAML: {problem}",
-            Location(name, line),
-            "check indentation and quoting near that line",
-        ) from None
+        column = f" (column {mark.column + 1})" if mark else ""
+        hint = "check indentation and quoting near that line"
+        if "'\\t'" in problem:
+            hint = "YAML does not allow tabs for indentation; indent with spaces"
+        raise LayoutError(f"not valid YAML{column}: {problem}", Location(name, line),
+                          hint) from None
     except yaml.YAMLError as exc:
         raise LayoutError(f"not valid YAML: {exc}", Location(name)) from None
     if data is None:
@@ -128,6 +129,7 @@ def parse_text(text: str, name: str) -> LoadedFile:
         raise LayoutError(
             f"the file must be a mapping of keys (like 'vms:'), not a {type(data).__name__}",
             Location(name, 1),
+            "a list of VMs goes under the key vms:" if isinstance(data, list) else None,
         )
     for key in data:
         if not isinstance(key, str):

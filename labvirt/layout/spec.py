@@ -13,21 +13,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from labvirt.errors import LayoutError, LayoutErrors
+from labvirt.errors import LayoutError, LayoutErrors, Location
 from labvirt.layout.loader import Path_, RawLayout, format_path
 
 GIB = 1024**3
 MIB = 1024**2
 
 # RFC 1123 label: what may become a hostname, a libvirt name and a file name.
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-ROLE_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[^\s'\"<>]*$")
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kmgt]|B)?\s*$")
+# Anchored with \Z, not $: `$` also matches before a trailing newline ("ceph-0\n").
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}\Z")
+ROLE_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}\Z")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+URI_RE = re.compile(r"^[a-z][a-z0-9+]*://[^\s'\"<>]*\Z")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kmgt]|B)?\s*\Z")
 
 IOTUNE_KEYS = (
     "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
@@ -208,17 +210,27 @@ class Checker:
         self.warnings: list[str] = []
 
     def error(self, path: Path_, message: str, hint: str | None = None) -> None:
-        self.errors.append(LayoutError(message, self.raw.locate(path), hint))
+        self.errors.append(LayoutError(message, self.locate(path), hint))
 
     def warn(self, path: Path_, message: str) -> None:
-        self.warnings.append(f"{self.raw.locate(path)}: {message}")
+        self.warnings.append(f"{self.locate(path)}: {message}")
+
+    def locate(self, path: Path_) -> Location:
+        """Where `path` was written; inside a vms entry, also which VM (`vms[3]` alone makes
+        the reader count entries)."""
+        loc = self.raw.locate(path)
+        if len(path) > 2 and path[0] == "vms" and isinstance(path[1], int) and path[2] != "name":
+            entry = self.get(path[:2])
+            vm = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(vm, str) and HOSTNAME_RE.match(vm):
+                return Location(loc.file, loc.line, f"{loc.key} (VM {vm})")
+        return loc
 
     def get(self, path: Path_) -> Any:
         value: Any = self.raw.data
         for part in path:
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            if (isinstance(value, dict) and part in value) or (
+                    isinstance(value, list) and isinstance(part, int) and part < len(value)):
                 value = value[part]
             else:
                 return None
@@ -243,7 +255,8 @@ class Checker:
                 if key in known:
                     continue
                 close = difflib.get_close_matches(str(key), known, n=1)
-                guess = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+                guess = (f"did you mean {close[0]!r}?" if close
+                         else f"known keys: {', '.join(known)}")
                 if strict:
                     self.error((*path, key), f"unknown key {key!r}", guess)
                 else:
@@ -257,15 +270,16 @@ class Checker:
         value = self.get(path)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
+        hint = _example_hint(path)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, f"must be a whole number, got {describe(value)}")
+            self.error(path, f"must be a whole number, got {describe(value)}", hint)
             return default
         if value < minimum:
             what = "positive" if minimum == 1 else f"at least {minimum}"
-            self.error(path, f"must be {what}, got {value}")
+            self.error(path, f"must be {what}, got {value}", hint)
             return default
         if maximum is not None and value > maximum:
-            self.error(path, f"must be at most {maximum}, got {value}")
+            self.error(path, f"must be at most {maximum}, got {value}", hint)
             return default
         return value
 
@@ -290,6 +304,11 @@ class Checker:
         if not isinstance(value, str):
             self.error(path, f"must be a string, got {describe(value)}")
             return default
+        if CONTROL_RE.search(value):
+            # a newline in a path would start a new directive in ssh_config and the like
+            self.error(path, f"{value!r} contains a control character (newline, tab, ...)",
+                       "write it on one line, without control characters")
+            return default
         if choices is not None and value not in choices:
             self.error(path, f"must be one of {', '.join(choices)}, got {value!r}")
             return default
@@ -307,7 +326,13 @@ class Checker:
             self.error(path, str(exc))
             return None
         if value <= 0:
-            self.error(path, f"must be larger than zero, got {self.get(path)!r}")
+            if path[0] == "labvirt":
+                hint = "remove it to keep each VM's own size"
+            elif path[-1] == "swap":
+                hint = "remove swap: to give the VM no swap disk"
+            else:
+                hint = "write it like 10G or 512MiB"
+            self.error(path, f"must be larger than zero, got {self.get(path)!r}", hint)
             return None
         return value
 
@@ -336,12 +361,12 @@ class Checker:
             return None
         return net
 
-    def list_(self, path: Path_) -> list[Any]:
+    def list_(self, path: Path_, hint: str | None = None) -> list[Any]:
         value = self.get(path)
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error(path, f"must be a list, got {describe(value)}")
+            self.error(path, f"must be a list, got {describe(value)}", hint)
             return []
         return value
 
@@ -356,9 +381,28 @@ def describe(value: Any) -> str:
     return f"{kind} ({value!r})"
 
 
+# Examples shown when a number is wrong, by the key's name.
+_EXAMPLES = {
+    "cpu": "cpu: 2 (vCPUs)",
+    "memory": "memory: 4096 (MB of 10^6 bytes, libvirt's unit, as tripleo-lab writes it)",
+    "disksize": "disksize: 100 (GB)",
+    "num_osds": "num_osds: 4, or 0 for no OSD disks",
+    "overclouds": "overclouds: 1",
+    "forward_base_port": "forward_base_port: 20000",
+    "value": "{tune: total_iops_sec, value: 500}",
+}
+
+
+def _example_hint(path: Path_) -> str | None:
+    example = _EXAMPLES.get(str(path[-1])) if path else None
+    return f"for example {example}" if example else None
+
+
 def _pattern_hint(what: str) -> str | None:
     return {
         "hostname": "use letters, digits and '-' (at most 63, not starting or ending with '-')",
+        "stack name": "a stack name becomes a Heat stack, an Ansible group and a directory: "
+                      "use letters, digits and '-' (at most 63, not starting or ending with '-')",
         "name": "use letters, digits, '-' and '_' (at most 40)",
         "role name": "TripleO role names look like Controller, CephAll, DistributedComputeHCI",
         "MAC address": "write it like 52:54:00:12:34:56",
@@ -372,7 +416,9 @@ def _read_vm(c: Checker, i: int) -> VmSpec | None:
     path: Path_ = ("vms", i)
     entry = c.get(path)
     if not isinstance(entry, dict):
-        c.error(path, f"each vms entry must be a mapping with at least 'name', got {describe(entry)}")
+        c.error(path, "each vms entry must be a mapping with at least 'name', "
+                f"got {describe(entry)}",
+                f"write it as '- name: {entry}'" if isinstance(entry, str) else None)
         return None
     c.mapping(path, VM_KEYS, strict=False)
     if "name" not in entry:
@@ -397,7 +443,8 @@ def _read_vm(c: Checker, i: int) -> VmSpec | None:
         if key is not None and val is not None:
             iotune.append((key, val))
     interfaces: list[InterfaceSpec] = []
-    for j, item in enumerate(c.list_((*path, "interfaces"))):
+    nics_hint = "for example interfaces: [{network: ctlplane}, {network: ctlplane}]"
+    for j, item in enumerate(c.list_((*path, "interfaces"), nics_hint)):
         ipath: Path_ = (*path, "interfaces", j)
         if isinstance(item, str) or item is None:
             interfaces.append(InterfaceSpec("ctlplane", None))
@@ -444,7 +491,7 @@ def _read_ctlplane(c: Checker) -> CtlplaneSpec:
                 "pick a free address for the hypervisor, such as the last one of the network")
     network = c.string((*base, "network"), "ctlplane", HOSTNAME_RE, "hostname") or "ctlplane"
     domain = c.string((*base, "dns_domain"), "localdomain",
-                      re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"),
+                      re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z"),
                       "DNS domain") or "localdomain"
     return CtlplaneSpec(network, cidr, gateway, undercloud, first or hosts[0], tuple(dns),
                         host_ip, domain)
@@ -509,13 +556,32 @@ def _read_users(c: Checker) -> tuple[str, str | None, tuple[UserSpec, ...]]:
         for k in range(len(c.list_((*upath, "keys")))):
             text = c.string((*upath, "keys", k), None)
             if text is not None:
-                if not re.match(r"^(ssh|ecdsa)-[A-Za-z0-9-]+ [A-Za-z0-9+/=]+( [^\n]*)?$", text):
+                if not re.match(r"^(ssh|ecdsa)-[A-Za-z0-9-]+ [A-Za-z0-9+/=]+( [^\n]*)?\Z", text):
                     c.error((*upath, "keys", k), "not an OpenSSH public key line",
                             "paste one line of a .pub file, such as 'ssh-ed25519 AAAA... me@host'")
                     continue
                 keys.append(text)
         users.append(UserSpec(name, tuple(keys)))
     return user, key, tuple(users)
+
+
+# Groups every inventory labvirt writes has (compared in lower case): no stack may be named so.
+RESERVED_STACK_NAMES = frozenset({"all", "ungrouped", "allovercloud", "overcloud", "undercloud",
+                                  "unassigned"})
+
+
+def _replaced_by_later_vms(c: Checker, node: str) -> tuple[str, str, str] | None:
+    """(earlier file, later file:line, VM name) when `node` is a VM of an earlier layer's
+    vms list that a later layer's vms list replaced: the usual surprise of layering."""
+    owners = [f for f in c.raw.files if isinstance(f.data.get("vms"), list)]
+    if len(owners) < 2:
+        return None
+    vm = re.sub(r"^oc\d+-", "", node)
+    for f in owners[:-1]:
+        if any(isinstance(e, dict) and e.get("name") == vm for e in f.data["vms"]):
+            last = owners[-1]
+            return f.name, f"{last.name}:{last.lines.get(('vms',), 1)}", vm
+    return None
 
 
 def _read_stacks(c: Checker, hostnames: dict[str, Path_]) -> tuple[StackSpec, ...]:
@@ -529,18 +595,25 @@ def _read_stacks(c: Checker, hostnames: dict[str, Path_]) -> tuple[StackSpec, ..
             c.error(path, "each stack is a mapping with name, role and nodes")
             continue
         c.mapping(path, STACK_KEYS, strict=True)
-        name = c.string((*path, "name"), None, HOSTNAME_RE, "hostname")
+        name = c.string((*path, "name"), None, HOSTNAME_RE, "stack name")
         if name is None:
             if "name" not in entry:
                 c.error(path, "stack has no 'name'")
             continue
         if name in seen_stack:
-            c.error((*path, "name"), f"stack {name!r} is declared twice (also stacks[{seen_stack[name]}])")
+            c.error((*path, "name"),
+                    f"stack {name!r} is declared twice (also stacks[{seen_stack[name]}])")
+            continue
+        if name.lower() in RESERVED_STACK_NAMES:
+            c.error((*path, "name"), f"{name!r} cannot be a stack name: the inventories labvirt "
+                    "writes already have an Ansible group of that name",
+                    "pick another name, such as dcn2")
             continue
         seen_stack[name] = i
         role = c.string((*path, "role"), None, ROLE_RE, "role name")
         if role is None and "role" not in entry:
-            c.error(path, f"stack {name!r} has no 'role'", "add role: Compute (or another TripleO role)")
+            c.error(path, f"stack {name!r} has no 'role'",
+                    "add role: Compute (or another TripleO role)")
         members: list[StackMemberSpec] = []
         for j, item in enumerate(c.list_((*path, "nodes"))):
             npath: Path_ = (*path, "nodes", j)
@@ -554,13 +627,23 @@ def _read_stacks(c: Checker, hostnames: dict[str, Path_]) -> tuple[StackSpec, ..
             if node is None:
                 continue
             if node not in hostnames:
+                replaced = _replaced_by_later_vms(c, node)
+                if replaced:
+                    earlier, later, vm = replaced
+                    c.error(npath, f"stack {name!r} names node {node!r}, but the vms list of "
+                            f"{later} replaced the one of {earlier}, which had {vm}",
+                            f"a later vms: list replaces earlier ones entirely: add "
+                            f"{{name: {vm}}} to the vms list of {later}, or remove {node!r} "
+                            f"from stack {name!r}")
+                    continue
                 close = difflib.get_close_matches(node, list(hostnames), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else (
                     "nodes are named oc{N}-<vms name>, e.g. " + ", ".join(list(hostnames)[:3]))
                 c.error(npath, f"stack {name!r} names unknown node {node!r}", hint)
                 continue
             if node.startswith("undercloud"):
-                c.error(npath, f"the undercloud cannot be a member of stack {name!r}")
+                c.error(npath, f"the undercloud cannot be a member of stack {name!r}",
+                        "the undercloud deploys the stacks; remove it from nodes")
                 continue
             if node in owner:
                 c.error(npath, f"node {node!r} is in two stacks: {owner[node]!r} and {name!r}",
@@ -569,6 +652,13 @@ def _read_stacks(c: Checker, hostnames: dict[str, Path_]) -> tuple[StackSpec, ..
             owner[node] = name
             members.append(StackMemberSpec(node, node_role))
         stacks.append(StackSpec(name, role or "Compute", tuple(members)))
+    # Stacks and roles are both Ansible groups in the inventories: one name cannot be both.
+    roles = {r for s in stacks for r in (s.role, *(m.role for m in s.members)) if r}
+    for s in stacks:
+        if s.name in roles:
+            c.error((*base, seen_stack[s.name], "name"), f"stack {s.name!r} has the name of a "
+                    "role; in the inventories both are Ansible groups",
+                    "name stacks in lower case, like central-compute")
     return tuple(stacks)
 
 
@@ -586,8 +676,14 @@ def read_layout(raw: RawLayout) -> LayoutSpec:
 
     vms: list[VmSpec] = []
     if "vms" not in top:
-        c.error(("vms",), "the layout has no 'vms' list", "start from overrides/glance-dcn.yml")
-    for i in range(len(c.list_(("vms",)))):
+        # no line to point at: the key is missing from every file
+        files = ", ".join(raw.sources) or "<layout>"
+        c.errors.append(LayoutError(
+            "the layout has no 'vms' list" + (" in any file" if len(raw.sources) > 1 else ""),
+            Location(files, None, "vms"),
+            "list the undercloud and overcloud VMs under vms:, as overrides/glance-dcn.yml does"))
+    vm_entries = c.list_(("vms",), "write one item per VM: '- name: ceph-0' on its own line")
+    for i in range(len(vm_entries)):
         vm = _read_vm(c, i)
         if vm is not None:
             vms.append(vm)
@@ -601,7 +697,8 @@ def read_layout(raw: RawLayout) -> LayoutSpec:
                         f"(also {format_path(hostnames[host])})", "every VM needs its own name")
             else:
                 hostnames[host] = (*vm.path, "name")
-    if vms and not any(not vm.is_undercloud for vm in vms):
+    # only when every entry was read: a skipped bad entry may well be the overcloud VM
+    if vms and len(vms) == len(vm_entries) and not any(not vm.is_undercloud for vm in vms):
         c.error(("vms",), "the layout has no overcloud VMs", "add entries like {name: ceph-0}")
 
     lv = c.mapping(("labvirt",), LABVIRT_KEYS, strict=True)
@@ -626,16 +723,18 @@ def read_layout(raw: RawLayout) -> LayoutSpec:
 
     nodes: dict[str, NodeOverride] = {}
     taken_ips: dict[ipaddress.IPv4Address, str] = {
-        ctlplane.gateway: "labvirt.ctlplane.gateway",
-        ctlplane.host_ip: "labvirt.ctlplane.host_ip",
+        ctlplane.gateway: "the ctlplane gateway, labvirt.ctlplane.gateway",
+        ctlplane.host_ip: "the hypervisor's address, labvirt.ctlplane.host_ip",
     }
-    taken_ips.setdefault(ctlplane.undercloud_ip, "labvirt.ctlplane.undercloud_ip")
+    taken_ips.setdefault(ctlplane.undercloud_ip,
+                         "the undercloud's address, labvirt.ctlplane.undercloud_ip")
     for host in c.mapping(("labvirt", "nodes"), None, strict=True):
         npath: Path_ = ("labvirt", "nodes", host)
         if host not in hostnames:
             close = difflib.get_close_matches(str(host), list(hostnames), n=1)
             c.error(npath, f"unknown node {host!r}",
-                    f"did you mean {close[0]!r}?" if close else "use a node name from `labvirt show`")
+                    f"did you mean {close[0]!r}?" if close
+                    else "use a node name from `labvirt show`")
             continue
         c.mapping(npath, NODE_KEYS, strict=True)
         ip = c.address((*npath, "ctlplane_ip"), None)
@@ -651,7 +750,8 @@ def read_layout(raw: RawLayout) -> LayoutSpec:
                 ip = None
             elif ip in taken_ips:
                 c.error((*npath, "ctlplane_ip"), f"{ip} is used twice (also {taken_ips[ip]})",
-                        "every node needs its own address")
+                        f"every node needs its own address: pick a free one in {ctlplane.cidr}, "
+                        "or leave it out to get one from first_ip on")
                 ip = None
             else:
                 taken_ips[ip] = f"labvirt.nodes.{host}.ctlplane_ip"

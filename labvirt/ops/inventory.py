@@ -50,7 +50,8 @@ def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -
         put(d / "deployed-server-environment.yaml",
             dump_yaml(tripleo.deployed_server_environment(lab, s), origin),
             "deployed-server environment (-e for overcloud deploy)", s.name)
-        put(d / "baremetal-deployment.yaml", dump_yaml(tripleo.baremetal_deployment(lab, s), origin),
+        put(d / "baremetal-deployment.yaml",
+            dump_yaml(tripleo.baremetal_deployment(lab, s), origin),
             "baremetal deployment (managed: false)", s.name)
     if not stack:
         put(out / "inventory.yaml", dump_yaml(tripleo.merged_inventory(lab, stacks), origin),

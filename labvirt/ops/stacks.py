@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labvirt.errors import InputError
-from labvirt.layout.spec import HOSTNAME_RE, ROLE_RE
+from labvirt.layout.spec import HOSTNAME_RE, RESERVED_STACK_NAMES, ROLE_RE
 from labvirt.model import Assignment, Lab, resolve_stacks
 from labvirt.session import Session
 from labvirt.state import LabState
-
-RESERVED_STACK_NAMES = frozenset({"all", "ungrouped", "allovercloud", "overcloud", "undercloud",
-                                  "unassigned"})
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,8 @@ def _check_nodes(lab: Lab, nodes: tuple[str, ...]) -> None:
     for host in nodes:
         node = lab.node(host)  # raises with a did-you-mean
         if node.is_undercloud:
-            raise InputError(f"{host} is the undercloud; it cannot join a stack")
+            raise InputError(f"{host!r} is the undercloud; it cannot join a stack",
+                             "the undercloud deploys the stacks; name overcloud nodes only")
 
 
 def _normalise(session: Session, state: LabState) -> None:
@@ -37,11 +35,12 @@ def _normalise(session: Session, state: LabState) -> None:
         session.spec, [n.hostname for n in session.lab(LabState()).overcloud_nodes],
         state.stacks) for m in s.members}
     for host, a in list(state.assignments.items()):
-        if a.stack is None and host not in base:
-            del state.assignments[host]
-        elif a.stack is not None and host in base and base[host][0] == a.stack and (
-            a.role is None or a.role == base[host][1]
-        ):
+        if a.stack is None:
+            redundant = host not in base  # unassigned, as the layout already has it
+        else:  # in the stack (and role) the layout already gives it
+            redundant = host in base and base[host][0] == a.stack and (
+                a.role is None or a.role == base[host][1])
+        if redundant:
             del state.assignments[host]
     used = {a.stack for a in state.assignments.values()}
     layout_stacks = {s.name for s in session.spec.labvirt.stacks}
@@ -59,10 +58,17 @@ def assign(session: Session, stack: str, nodes: tuple[str, ...], role: str | Non
             raise InputError(f"{role!r} is not a valid role name",
                              "TripleO role names look like Compute, CephAll, DistributedComputeHCI")
         known = {s.name for s in lab.stacks}
+        # stacks and roles are both Ansible groups in the inventories: no name may be both
+        roles = {s.role for s in lab.stacks} | {m.role for s in lab.stacks for m in s.members}
+        if role is not None and role in known:
+            raise InputError(f"{role!r} cannot be a role name: it is the name of a stack",
+                             "TripleO role names look like Compute, CephAll, DistributedComputeHCI")
         if stack not in known:
-            if not HOSTNAME_RE.match(stack) or stack.lower() in RESERVED_STACK_NAMES:
+            if (not HOSTNAME_RE.match(stack) or stack.lower() in RESERVED_STACK_NAMES
+                    or stack in roles or stack == role):
                 raise InputError(f"{stack!r} cannot be a stack name",
-                                 "use letters, digits and '-'; not a reserved Ansible group name")
+                                 "use letters, digits and '-'; not a reserved Ansible group name "
+                                 "nor a role name")
             if role is None:
                 raise InputError(
                     f"stack {stack!r} does not exist yet; give its role to create it",

@@ -74,10 +74,12 @@ class SystemLab:
     state_dir: Path
     out_dir: Path
 
+    def file_args(self) -> list[str]:
+        return [arg for f in self.files for arg in ("-f", str(f))]
+
     def run(self, *args: str, check: bool = True, timeout: float = 600,
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [LABVIRT, *sum((["-f", str(f)] for f in self.files), []),
-               "--state-dir", str(self.state_dir), *args]
+        cmd = [LABVIRT, *self.file_args(), "--state-dir", str(self.state_dir), *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               input=stdin, env={**os.environ, "COLUMNS": "200"})
         if check and proc.returncode != 0:
@@ -86,8 +88,7 @@ class SystemLab:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        cmd = [LABVIRT, *sum((["-f", str(f)] for f in self.files), []),
-               "--state-dir", str(self.state_dir), *args]
+        cmd = [LABVIRT, *self.file_args(), "--state-dir", str(self.state_dir), *args]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def virsh(self, *args: str) -> str:

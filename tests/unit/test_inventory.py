@@ -1,0 +1,351 @@
+"""`labvirt inventory` checked by real consumers: ansible-inventory parses every inventory,
+`ssh -G` reads the ssh_config; the demo lab's whole output directory and `labvirt show` of
+the demo and default labs are golden files (LABVIRT_REGEN_GOLDEN=1 rewrites them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clitools import BIN, DEMO, NO_STATE, REGEN, REPO, golden, invoke, labvirt
+
+from labvirt.resources import default_layout
+
+pytestmark = pytest.mark.unit
+
+GOLDEN = REPO / "tests" / "golden"
+DEMO_ABS = tuple(str(REPO / a) if a.endswith(".yml") else a for a in DEMO)  # for invoke()
+STACKS = {
+    "central-ceph": ("CephAll", ["oc0-ceph-0", "oc0-ceph-1", "oc0-ceph-2"]),
+    "control-plane": ("Controller", ["oc0-controller-0", "oc0-controller-1", "oc0-controller-2"]),
+    "central-compute": ("Compute", ["oc0-ceph-3"]),
+    "dcn0": ("DistributedComputeHCI", ["oc0-ceph-4"]),
+    "dcn1": ("DistributedComputeHCI", ["oc0-ceph-5"]),
+}
+# ctlplane addresses of both labs: from first_ip .30, in layout order
+IPS = {h: f"192.168.24.{30 + i}" for i, h in enumerate(
+    [f"oc0-controller-{i}" for i in range(3)] + [f"oc0-ceph-{i}" for i in range(6)])}
+
+
+def write_inventory(out: Path, *layout: str, cwd: Path = REPO) -> None:
+    # The state root is a fixed path that does not exist: ssh_config and the hypervisor
+    # inventory name files under it, and the golden files must not depend on the machine.
+    assert not NO_STATE.exists()
+    labvirt(*layout, "--state-dir", NO_STATE, "inventory", "-o", out, cwd=cwd)
+    assert not NO_STATE.exists(), "inventory only reads the state: it must not create it"
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The inventory directories of the demo lab and of the embedded default lab."""
+    demo = tmp_path_factory.mktemp("demo") / "out"
+    write_inventory(demo, *DEMO)
+    default = tmp_path_factory.mktemp("default") / "out"
+    write_inventory(default, cwd=default.parent)  # no -f, no ./overrides.yml: the default
+    return {"demo": demo, "default": default}
+
+
+def inventory_files(out: Path) -> list[Path]:
+    return sorted([*out.glob("*/inventory.yaml"), out / "inventory.yaml",
+                   out / "hypervisor-inventory.yaml"])
+
+
+def ansible_inventory(path: Path, home: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update({
+        "ANSIBLE_HOME": str(home),
+        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
+        "ANSIBLE_CONFIG": str(home / "none.cfg"),  # no ansible.cfg from anywhere
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ENABLED": "yaml",  # the YAML plugin, not a lucky fallback
+        "ANSIBLE_NOCOLOR": "1",
+    })
+    proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(path), "--list"],
+                          cwd=home, env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"ansible-inventory -i {path}:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def parsed(outputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(lab, path relative to its output dir) -> `ansible-inventory --list` of that file.
+    Files with the same bytes are parsed once (the two labs share most of them)."""
+    home = tmp_path_factory.mktemp("ansible")
+    files = {(lab, str(f.relative_to(out))): f for lab, out in outputs.items()
+             for f in inventory_files(out)}
+    by_digest = {hashlib.sha256(f.read_bytes()).hexdigest(): f for f in files.values()}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lists = dict(zip(by_digest, pool.map(lambda f: ansible_inventory(f, home),
+                                             by_digest.values()), strict=True))
+    return {key: lists[hashlib.sha256(f.read_bytes()).hexdigest()] for key, f in files.items()}
+
+
+def children(inv: dict[str, Any], group: str) -> list[str]:
+    return inv[group].get("children", [])
+
+
+def hosts(inv: dict[str, Any], group: str) -> list[str]:
+    return inv.get(group, {}).get("hosts", [])
+
+
+# --- what is written ----------------------------------------------------------------------
+
+def test_every_stack_gets_its_files(outputs: dict[str, Path]) -> None:
+    for out in outputs.values():
+        written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        per_stack = [f"{s}/{f}" for s in STACKS for f in (
+            "baremetal-deployment.yaml", "deployed-server-environment.yaml", "inventory.yaml")]
+        assert written == sorted([*per_stack, "hosts", "hypervisor-inventory.yaml",
+                                  "inventory.yaml", "ssh_config"])
+
+
+def test_golden_inventory_demo(outputs: dict[str, Path]) -> None:
+    out, gold = outputs["demo"], GOLDEN / "inventory" / "demo"
+    written = {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
+    if REGEN and gold.exists():
+        shutil.rmtree(gold)
+    for rel in sorted(written):
+        golden(gold / rel, (out / rel).read_text())
+    assert {p.relative_to(gold) for p in gold.rglob("*") if p.is_file()} == written
+
+
+@pytest.mark.parametrize("lab", ["demo", "default"])
+def test_golden_show_json(lab: str, tmp_path: Path) -> None:
+    if lab == "demo":
+        proc = labvirt(*DEMO, "--state-dir", NO_STATE, "show", "--format", "json")
+    else:
+        proc = labvirt("--state-dir", NO_STATE, "show", "--format", "json", cwd=tmp_path)
+    data = json.loads(proc.stdout)
+    if lab == "default":
+        # the embedded file's path depends on where labvirt is installed
+        assert data["lab"]["sources"] == [str(default_layout())]
+        data["lab"]["sources"] = ["<embedded>/glance-dcn.yml"]
+    golden(GOLDEN / "show" / f"{lab}.json", json.dumps(data, indent=2) + "\n")
+    assert not NO_STATE.exists()
+
+
+# --- per-stack inventories, as ansible-inventory reads them -------------------------------
+
+@pytest.mark.parametrize("lab", ["demo", "default"])
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_stack_inventory(parsed: dict, lab: str, stack: str) -> None:
+    role, nodes = STACKS[stack]
+    inv = parsed[(lab, f"{stack}/inventory.yaml")]
+    assert hosts(inv, role) == nodes
+    assert hosts(inv, "Undercloud") == ["undercloud"]
+    assert children(inv, "allovercloud") == [role]
+    assert children(inv, stack) == ["allovercloud"]
+    assert children(inv, "overcloud") == ["allovercloud"]
+    assert set(inv["_meta"]["hostvars"]) == {"undercloud", *nodes}
+    for host in nodes:
+        assert inv["_meta"]["hostvars"][host] == {
+            "ansible_host": IPS[host],
+            "ctlplane_ip": IPS[host],
+            "ctlplane_hostname": f"{host}.ctlplane.localdomain",
+            "canonical_hostname": f"{host}.localdomain",
+            "ansible_ssh_user": "tripleo-admin",
+            "tripleo_role_name": role,
+            "tripleo_role_networks": ["ctlplane"],
+        }
+    assert inv["_meta"]["hostvars"]["undercloud"] == {
+        "ansible_connection": "local", "ansible_host": "localhost", "plan": stack}
+
+
+def test_dcn0_inventory(parsed: dict) -> None:
+    inv = parsed[("demo", "dcn0/inventory.yaml")]
+    assert hosts(inv, "DistributedComputeHCI") == ["oc0-ceph-4"]
+    ceph4 = inv["_meta"]["hostvars"]["oc0-ceph-4"]
+    assert ceph4["ansible_host"] == "192.168.24.37"
+    assert ceph4["tripleo_role_name"] == "DistributedComputeHCI"
+    assert ceph4["ansible_ssh_user"] == "tripleo-admin"
+    assert inv["_meta"]["hostvars"]["undercloud"]["plan"] == "dcn0"
+    assert sorted(g for g in inv if g != "_meta") == [
+        "DistributedComputeHCI", "Undercloud", "all", "allovercloud", "dcn0", "overcloud"]
+
+
+@pytest.mark.parametrize("lab", ["demo", "default"])
+def test_merged_inventory(parsed: dict, lab: str) -> None:
+    inv = parsed[(lab, "inventory.yaml")]
+    assert children(inv, "DistributedComputeHCI") == [
+        "dcn0_DistributedComputeHCI", "dcn1_DistributedComputeHCI"]
+    assert children(inv, "CephAll") == ["central-ceph_CephAll"]
+    assert children(inv, "Compute") == ["central-compute_Compute"]
+    assert children(inv, "Controller") == ["control-plane_Controller"]
+    for stack, (role, nodes) in STACKS.items():
+        assert hosts(inv, f"{stack}_{role}") == nodes
+        assert children(inv, f"{stack}_allovercloud") == [f"{stack}_{role}"]
+        assert children(inv, stack) == [f"{stack}_allovercloud"]
+    assert children(inv, "dcn0") == ["dcn0_allovercloud"]
+    assert children(inv, "allovercloud") == [f"{s}_allovercloud" for s in STACKS]
+    assert children(inv, "overcloud") == ["allovercloud"]
+    undercloud = inv["_meta"]["hostvars"]["undercloud"]
+    assert undercloud["plans"] == sorted(STACKS)
+    assert "plan" not in undercloud
+    hostvars = inv["_meta"]["hostvars"]
+    assert set(hostvars) == {"undercloud", *IPS}
+    assert hostvars["oc0-ceph-5"]["tripleo_role_name"] == "DistributedComputeHCI"
+    assert hostvars["oc0-ceph-3"]["ansible_host"] == IPS["oc0-ceph-3"]
+
+
+@pytest.mark.parametrize(("lab", "address"), [("demo", "127.0.0.1"), ("default", None)])
+def test_hypervisor_inventory(parsed: dict, lab: str, address: str | None) -> None:
+    inv = parsed[(lab, "hypervisor-inventory.yaml")]
+    hostvars = inv["_meta"]["hostvars"]
+    assert set(hostvars) == {"undercloud", *IPS}
+    for stack, (_, nodes) in STACKS.items():
+        assert hosts(inv, stack) == nodes
+    assert "unassigned" not in inv
+    ceph4 = hostvars["oc0-ceph-4"]
+    assert ceph4["ansible_host"] == (address or IPS["oc0-ceph-4"])
+    assert ceph4["ansible_user"] == "tripleo-admin"
+    assert ceph4["ansible_ssh_private_key_file"] == f"{NO_STATE}/glance-dcn/id_ed25519"
+    assert "StrictHostKeyChecking=yes" in ceph4["ansible_ssh_common_args"]
+    if lab == "demo":  # reached through per-node port forwards on the loopback
+        ports = [hostvars[h]["ansible_port"] for h in hostvars]
+        assert len(set(ports)) == len(ports)
+    else:
+        assert ceph4["ansible_port"] == 22
+
+
+# --- TripleO's files ----------------------------------------------------------------------
+
+def load(out: Path, rel: str) -> Any:
+    return yaml.safe_load((out / rel).read_text())
+
+
+def test_deployed_server_environment_dcn0(outputs: dict[str, Path]) -> None:
+    env = load(outputs["demo"], "dcn0/deployed-server-environment.yaml")
+    params = env["parameter_defaults"]
+    assert params["DistributedComputeHCICount"] == 1
+    assert params["DistributedComputeHCIHostnameFormat"] == (
+        "%stackname%-distributedcomputehci-%index%")
+    assert params["HostnameMap"] == {"dcn0-distributedcomputehci-0": "oc0-ceph-4"}
+    assert params["DeployedServerPortMap"] == {"oc0-ceph-4-ctlplane": {
+        "fixed_ips": [{"ip_address": "192.168.24.37"}],
+        "subnets": [{"cidr": "192.168.24.0/24"}],
+        "network": {"tags": ["192.168.24.0/24"]},
+    }}
+    assert params["NodePortMap"] == {"oc0-ceph-4": {"ctlplane": {
+        "ip_address": "192.168.24.37", "ip_address_uri": "192.168.24.37",
+        "ip_subnet": "192.168.24.37/24"}}}
+    attrs = params["CtlplaneNetworkAttributes"]
+    assert attrs["network"] == {"dns_domain": "ctlplane.localdomain.", "mtu": 1500,
+                                "name": "ctlplane", "tags": ["192.168.24.0/24"]}
+    assert attrs["subnets"]["ctlplane-subnet"] == {
+        "cidr": "192.168.24.0/24", "dns_nameservers": ["192.168.24.1"],
+        "gateway_ip": "192.168.24.1", "host_routes": [], "ip_version": 4,
+        "name": "ctlplane-subnet"}
+    assert params["ControlPlaneDefaultRoute"] == "192.168.24.1"
+    assert params["EC2MetadataIp"] == "192.168.24.1"
+    assert env["resource_registry"] == {
+        "OS::TripleO::DeployedServer::ControlPlanePort":
+            "/usr/share/openstack-tripleo-heat-templates/deployed-server/deployed-neutron-port.yaml"}
+
+
+def test_deployed_server_environment_names(outputs: dict[str, Path]) -> None:
+    compute = load(outputs["demo"], "central-compute/deployed-server-environment.yaml")
+    params = compute["parameter_defaults"]
+    assert params["ComputeHostnameFormat"] == "%stackname%-novacompute-%index%"
+    assert params["HostnameMap"] == {"central-compute-novacompute-0": "oc0-ceph-3"}
+    control = load(outputs["demo"], "control-plane/deployed-server-environment.yaml")
+    params = control["parameter_defaults"]
+    assert params["ControllerCount"] == 3
+    assert params["ControllerHostnameFormat"] == "%stackname%-controller-%index%"
+    assert params["HostnameMap"] == {f"control-plane-controller-{i}": f"oc0-controller-{i}"
+                                     for i in range(3)}
+    assert list(params["DeployedServerPortMap"]) == [
+        f"oc0-controller-{i}-ctlplane" for i in range(3)]
+    for i in range(3):
+        port = params["DeployedServerPortMap"][f"oc0-controller-{i}-ctlplane"]
+        assert port["fixed_ips"] == [{"ip_address": IPS[f"oc0-controller-{i}"]}]
+
+
+def test_baremetal_deployment(outputs: dict[str, Path]) -> None:
+    assert load(outputs["demo"], "dcn0/baremetal-deployment.yaml") == [{
+        "name": "DistributedComputeHCI",
+        "count": 1,
+        "hostname_format": "%stackname%-distributedcomputehci-%index%",
+        "instances": [{
+            "hostname": "oc0-ceph-4", "name": "oc0-ceph-4", "managed": False,
+            "networks": [{"network": "ctlplane", "fixed_ip": "192.168.24.37", "vif": True}],
+        }],
+    }]
+    ceph = load(outputs["demo"], "central-ceph/baremetal-deployment.yaml")
+    assert [(r["name"], r["count"]) for r in ceph] == [("CephAll", 3)]
+    assert all(i["managed"] is False for i in ceph[0]["instances"])
+    assert [i["networks"][0]["fixed_ip"] for i in ceph[0]["instances"]] == [
+        IPS[f"oc0-ceph-{i}"] for i in range(3)]
+
+
+# --- reaching the nodes from the hypervisor -----------------------------------------------
+
+def test_hosts_file(outputs: dict[str, Path]) -> None:
+    lines = (outputs["demo"] / "hosts").read_text().splitlines()
+    assert lines[0].startswith("# ")
+    assert lines[1:] == ["192.168.24.1 undercloud.localdomain undercloud"] + [
+        f"{ip} {h}.localdomain {h}" for h, ip in IPS.items()]
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="openssh-client is not installed")
+@pytest.mark.parametrize(("lab", "hostname", "port"), [
+    ("demo", "127.0.0.1", None), ("default", "192.168.24.37", "22")])
+def test_ssh_config_parses(outputs: dict[str, Path], tmp_path: Path, lab: str, hostname: str,
+                           port: str | None) -> None:
+    # ssh -G only prints the configuration it resolved: it connects to nothing
+    proc = subprocess.run(["ssh", "-G", "-F", str(outputs[lab] / "ssh_config"), "oc0-ceph-4"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30,
+                          cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    conf: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        conf.setdefault(key.lower(), []).append(value)
+    assert conf["hostname"] == [hostname]
+    assert conf["user"] == ["tripleo-admin"]
+    assert conf["identityfile"] == [f"{NO_STATE}/glance-dcn/id_ed25519"]
+    assert conf["userknownhostsfile"] == [f"{NO_STATE}/glance-dcn/known_hosts"]
+    assert conf["hostkeyalias"] == ["oc0-ceph-4"]
+    assert conf["stricthostkeychecking"] == ["true"]
+    assert conf["identitiesonly"] == ["yes"]
+    if port is None:  # the forward port: the one the model gave this node
+        show = json.loads(invoke(*DEMO_ABS, "show", "--format", "json").stdout)
+        port = str(next(n["ssh"]["port"] for n in show["nodes"] if n["hostname"] == "oc0-ceph-4"))
+    assert conf["port"] == [port]
+
+
+# --- options ------------------------------------------------------------------------------
+
+def test_one_stack_only(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    invoke(*DEMO_ABS, "--state-dir", tmp_path / "state", "inventory", "--stack", "dcn1", "-o", out,
+           "--format", "json")
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["dcn1/baremetal-deployment.yaml", "dcn1/deployed-server-environment.yaml",
+                       "dcn1/inventory.yaml", "hosts", "hypervisor-inventory.yaml", "ssh_config"]
+    assert not (tmp_path / "state").exists()
+
+
+def test_unknown_stack_is_an_input_error(tmp_path: Path) -> None:
+    proc = invoke(*DEMO_ABS, "inventory", "--stack", "dcn3", "-o", tmp_path / "out", check=2)
+    assert re.fullmatch(r"error: unknown stack 'dcn3'\n  hint: did you mean 'dcn[01]'\?\n",
+                        proc.stderr), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_inventory_json_lists_what_was_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = invoke(*DEMO_ABS, "inventory", "-o", out, "--format", "json")
+    listed = json.loads(proc.stdout)
+    assert {Path(w["path"]) for w in listed} == {p for p in out.rglob("*") if p.is_file()}
+    assert {w["stack"] for w in listed} == {*STACKS, None}
