@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from rich.table import Table
 
 from labvirt import __version__
 from labvirt.errors import InputError, LabvirtError
-from labvirt.executor import Event, ExecutionReport
+from labvirt.executor import Event
 from labvirt.model import Lab
 from labvirt.ops import inventory as inventory_ops
 from labvirt.ops import provision as provision_ops
@@ -280,11 +282,13 @@ class _ProgressView:
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Nodes handled in parallel.")
 @click.option("--no-wait", is_flag=True, help="Return once domains are started.")
+@click.option("--timeout", type=click.FloatRange(1), default=300, show_default=True,
+              help="Seconds to wait for each started node to answer ssh.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context
 def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: int,
-       no_wait: bool, fmt: str) -> None:
+       no_wait: bool, timeout: float, fmt: str) -> None:
     """Create or converge the lab: networks, pool, disks, domains."""
     session = _session(ctx)
     _warn(session)
@@ -306,7 +310,7 @@ def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: in
     try:
         result = provision_ops.up(session, recreate=tuple(recreate), dry_run=dry_run,
                                   workers=workers, progress=progress, note=note,
-                                  on_plan=on_plan)
+                                  on_plan=on_plan, wait=not no_wait, timeout=timeout)
     finally:
         if view is not None:
             view.progress.stop()
@@ -318,16 +322,17 @@ def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: in
         else:
             _print_plan(result.plan)
         return
-    report = result.report
-    _render_report(result.plan, report, fmt)
-    if report is not None and not report.ok:
+    _render_report(result, fmt)
+    if not result.ok:
         ctx.exit(1)
 
 
-def _render_report(plan: Plan, report: ExecutionReport | None, fmt: str) -> None:
+def _render_report(result: provision_ops.UpResult, fmt: str) -> None:
+    plan, report = result.plan, result.report
     if report is None:
         _print_plan(plan)
         return
+    ready = {r.node: r for r in result.readiness}
     if fmt == "json":
         _dump({
             "plan": _plan_json(plan),
@@ -335,7 +340,11 @@ def _render_report(plan: Plan, report: ExecutionReport | None, fmt: str) -> None
             "shared_error": report.shared_error,
             "seconds": round(report.seconds, 3),
             "nodes": {h: {"result": r.summary, "done": r.done, "error": r.error,
-                          "seconds": round(r.seconds, 3)} for h, r in report.nodes.items()},
+                          "seconds": round(r.seconds, 3),
+                          "ssh_ready": ready[h].ready if h in ready else None,
+                          "ready_seconds": round(ready[h].seconds, 3) if h in ready else None,
+                          "ready_error": ready[h].message if h in ready else None}
+                      for h, r in report.nodes.items()},
         }, "json")
         return
     for d in plan.drift:
@@ -344,14 +353,21 @@ def _render_report(plan: Plan, report: ExecutionReport | None, fmt: str) -> None
     if report.shared_error:
         out.print(f"[red]failed[/]: {report.shared_error}")
     table = Table(box=None, pad_edge=False)
-    for col in ("node", "result", "actions", "seconds", "error"):
+    for col in ("node", "result", "actions", "seconds", "ssh ready", "error"):
         table.add_column(col)
     for h, r in report.nodes.items():
         colour = "red" if r.error else ("dim" if not r.done else "green")
+        rd = ready.get(h)
+        ready_text = "-" if rd is None else (f"{rd.seconds:.1f} s" if rd.ready
+                                             else "[red]no[/]")
         table.add_row(h, f"[{colour}]{r.summary}[/]", str(len(r.done)), f"{r.seconds:.1f}",
-                      r.error or "")
+                      ready_text, r.error or "")
     out.print(table)
+    for rd in result.readiness:
+        if not rd.ready:
+            out.print(f"[red]{rd.node}[/]: {rd.message}", markup=False)
     failed = sum(1 for r in report.nodes.values() if not r.ok)
+    failed += sum(1 for rd in result.readiness if not rd.ready)
     changed = sum(1 for r in report.nodes.values() if r.done)
     out.print(f"{len(report.nodes)} nodes: {changed} changed, {failed} failed, "
               f"{len(report.nodes) - changed - failed} unchanged; {report.seconds:.1f} s",
@@ -427,6 +443,120 @@ def down(ctx: click.Context, yes: bool) -> None:
     for k in result.kept:
         err.print(f"kept {k}", markup=False)
     out.print(f"lab {lab.name}: removed {len(result.removed)} object(s)", markup=False)
+
+
+def _command_after_dashes(args: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """Click swallows `--`; find the command after it in the process arguments."""
+    argv = sys.argv
+    if "--" not in argv:
+        return args, ""
+    command = argv[argv.index("--") + 1:]
+    names = args[: len(args) - len(command)] if command else args
+    return tuple(names), shlex.join(command) if len(command) > 1 else (command[0] if command
+                                                                        else "")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def ssh(ctx: click.Context, node: str, command: tuple[str, ...]) -> None:
+    """Log in to NODE, or run `-- COMMAND` there (host key checked)."""
+    from labvirt.ops import guests
+
+    session = _session(ctx)
+    lab = session.lab()
+    target_node = lab.node(node)
+    access = guests.lab_access(session, lab)
+    target = access.target(lab, target_node)
+    if command:
+        outcome = guests.exec_on(session, (node,), None, shlex.join(command)
+                                 if len(command) > 1 else command[0])[0]
+        if outcome.result is None:
+            raise LabvirtError(outcome.error or "ssh failed")
+        sys.stdout.write(outcome.result.stdout)
+        sys.stderr.write(outcome.result.stderr)
+        ctx.exit(outcome.result.exit_status)
+    ssh_bin = shutil.which("ssh")
+    if ssh_bin is None:
+        raise InputError("an interactive login needs the ssh client",
+                         "apt-get install openssh-client, or give a command after --")
+    os.execv(ssh_bin, [
+        "ssh", "-i", str(target.key_path), "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={access.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"HostKeyAlias={node}", "-p", str(target.port), f"{target.user}@{target.host}",
+    ])
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--stack", help="Run on this stack's nodes.")
+@click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx: click.Context, stack: str | None, workers: int, fmt: str,
+          args: tuple[str, ...]) -> None:
+    """Run `-- COMMAND` on NODES (or a stack, or every node) in parallel."""
+    from labvirt.ops import guests
+
+    nodes, command = _command_after_dashes(args)
+    if not command:
+        raise InputError("give the command after --", "labvirt exec --stack dcn0 -- uptime")
+    outcomes = guests.exec_on(_session(ctx), nodes, stack, command, workers)
+    if fmt == "json":
+        _dump([{"node": o.node, "exit_status": o.result.exit_status if o.result else None,
+                "stdout": o.result.stdout if o.result else "",
+                "stderr": o.result.stderr if o.result else "",
+                "seconds": round(o.result.seconds, 3) if o.result else None,
+                "error": o.error} for o in outcomes], "json")
+    else:
+        for o in outcomes:
+            if o.result is None:
+                out.print(f"[red]== {o.node}: {o.error}[/]")
+                continue
+            colour = "green" if o.ok else "red"
+            out.print(f"[{colour}]== {o.node}: exit {o.result.exit_status}[/] "
+                      f"({o.result.seconds:.1f} s)")
+            if o.result.stdout:
+                out.print(o.result.stdout.rstrip("\n"), markup=False)
+            if o.result.stderr:
+                err.print(o.result.stderr.rstrip("\n"), markup=False)
+        bad = [o.node for o in outcomes if not o.ok]
+        out.print(f"{len(outcomes) - len(bad)} ok, {len(bad)} failed"
+                  + (f": {', '.join(bad)}" if bad else ""), markup=False)
+    if any(not o.ok for o in outcomes):
+        ctx.exit(1)
+
+
+@cli.group()
+def image() -> None:
+    """Build images for lab nodes."""
+
+
+@image.command("tiny")
+@click.option("--force", is_flag=True, help="Rebuild even when cached.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def image_tiny(force: bool, fmt: str) -> None:
+    """Build the tiny rehearsal image (kernel + initramfs) from Debian packages."""
+    from labvirt.image.tiny import build_tiny_image
+    from labvirt.ops.provision import cache_dir
+
+    def progress(message: str) -> None:
+        if fmt == "table":
+            err.print(message, markup=False)
+
+    img = build_tiny_image(cache_dir(), progress=progress, force=force)
+    info = {"version": img.version, "kernel": str(img.kernel), "initrd": str(img.initrd),
+            "cmdline": img.cmdline, "kernel_bytes": img.kernel.stat().st_size,
+            "initrd_bytes": img.initrd.stat().st_size}
+    if fmt == "json":
+        _dump(info, "json")
+    else:
+        out.print(f"tiny image {img.version}: kernel {human_size(info['kernel_bytes'])}, "
+                  f"initrd {human_size(info['initrd_bytes'])}\n  {img.kernel}\n  {img.initrd}",
+                  markup=False)
 
 
 def main() -> None:

@@ -131,6 +131,10 @@ def domain_drift(lab: Lab, node: Node, dom: ObservedDomain, prov: Provision,
     return changes
 
 
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n else ""
+
+
 def _overlaps(a: str, b: str) -> bool:
     return ipaddress.IPv4Interface(a).network.overlaps(ipaddress.IPv4Interface(b).network)
 
@@ -218,7 +222,7 @@ def make_plan(
             continue
         have_vol = pool.volume(up.volume) if pool else None
         if have_vol is None or up.volume not in trusted_uploads:
-            plan.actions.append(Action("upload", up.volume, None, f"{up.size // 1024} KiB"))
+            plan.actions.append(Action("upload", up.volume, None, _size(up.size)))
 
     # --- nodes
     recreate_set = set(recreate)
@@ -248,8 +252,7 @@ def make_plan(
                 continue
             have_vol = pool.volume(up.volume) if pool else None
             if rebuild or have_vol is None or up.volume not in trusted_uploads:
-                node_actions.append(Action("upload", up.volume, node.hostname,
-                                           f"{up.size // 1024} KiB"))
+                node_actions.append(Action("upload", up.volume, node.hostname, _size(up.size)))
         if dom is None or rebuild:
             node_actions.append(Action("define-domain", node.domain, node.hostname,
                                        f"{node.cpu} vCPU, {node.memory_mib} MiB", xml))

@@ -188,7 +188,9 @@ def domain_view(
             DiskView(vols.get(d.role, d.volume), d.target, d.format, d.iotune) for d in node.disks
         ),
         seed=seed_volume_name(node) if seed and not pxe else None,
-        cdrom_bus="sata" if q35 else "ide",
+        # the cloud kernel of real and tiny images has no AHCI: on q35 the seed CD-ROM
+        # goes on virtio-scsi, on pc on IDE
+        cdrom_bus="scsi" if q35 else "ide",
         cdrom_target="sda" if q35 else "hdc",
         nics=tuple(NicView(net_names[n.network], n.mac) for n in node.nics),
         console_log=console_log_path(lab, node),

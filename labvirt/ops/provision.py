@@ -8,11 +8,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from labvirt.errors import InputError, LabvirtError
 from labvirt.executor import DEFAULT_WORKERS, Event, ExecutionReport, Executor
 from labvirt.model import Lab
+from labvirt.ops.guests import Access, Readiness, wait_ready
 from labvirt.plan import Plan, Provision, Upload, make_plan
 from labvirt.render import (
     DEFAULT_LOADER,
@@ -20,6 +22,7 @@ from labvirt.render import (
     BootFiles,
     console_log_name,
     pool_uuid,
+    seed_volume_name,
 )
 from labvirt.session import Session
 from labvirt.virt import Hypervisor, Observed
@@ -38,6 +41,7 @@ class Prepared:
     lab: Lab
     provision: Provision
     payloads: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+    access: Access | None = None
 
     def payload(self, volume: str) -> bytes:
         return self.payloads[volume]()
@@ -83,6 +87,7 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
     payloads: dict[str, Callable[[], bytes]] = {}
     uploads: list[Upload] = []
     boot = None
+    seeds = False
     if any(n.boot == "image" for n in lab.nodes):
         if lab.image == "tiny":
             from labvirt.image.tiny import build_tiny_image
@@ -95,6 +100,7 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
                 uploads.append(Upload(name, path.stat().st_size, None))
             pool = lab.pool_path.rstrip("/")
             boot = BootFiles(f"{pool}/{kname}", f"{pool}/{iname}", tiny.cmdline)
+            seeds = True
         elif lab.image is None:
             raise InputError(
                 "image-boot nodes need a base image and the layout names none",
@@ -105,9 +111,20 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
             raise InputError(
                 f"base cloud images ({lab.image}) are not supported yet; only the tiny "
                 "rehearsal image is", "set labvirt.image: tiny, or labvirt.boot: pxe")
+    access = None
+    if seeds:
+        from labvirt.ops.guests import lab_access, seed_iso
+
+        access = lab_access(session, lab)
+        for node in lab.nodes:
+            if node.boot != "image":
+                continue
+            name = seed_volume_name(node)
+            payloads[name] = partial(seed_iso, lab, node, access)
+            uploads.append(Upload(name, 0, node.hostname))
     prov = Provision(domain_type=domain_type, loader=loader, nvram_template=nvram, boot=boot,
-                     uploads=tuple(uploads))
-    return Prepared(lab, prov, payloads)
+                     uploads=tuple(uploads), seeds=seeds)
+    return Prepared(lab, prov, payloads, access)
 
 
 def host_routes() -> tuple[tuple[str, str], ...]:
@@ -221,6 +238,11 @@ class UpResult:
     plan: Plan
     report: ExecutionReport | None
     notes: list[str]
+    readiness: list[Readiness] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.report is None or self.report.ok) and all(r.ready for r in self.readiness)
 
 
 def compute_plan(session: Session, hv: Hypervisor, lab: Lab, recreate: tuple[str, ...] = (),
@@ -252,7 +274,8 @@ def plan_only(session: Session, recreate: tuple[str, ...] = ()) -> Plan:
 def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = False,
        workers: int = DEFAULT_WORKERS, progress: Callable[[Event], None] | None = None,
        note: Callable[[str], None] | None = None, hv: Hypervisor | None = None,
-       on_plan: Callable[[Plan], None] | None = None) -> UpResult:
+       on_plan: Callable[[Plan], None] | None = None, wait: bool = True,
+       timeout: float = 300.0) -> UpResult:
     """Converge the lab. `on_plan` sees the plan before anything changes (to set up a
     progress display); `progress` then sees every action start and finish."""
     lab = session.lab()
@@ -272,7 +295,18 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
                 on_plan(plan)
             executor = Executor(hv, lab, prepared.payload, workers=workers, progress=progress)
             report = executor.run(plan)
-            return UpResult(plan, report, checks.notes)
+            result = UpResult(plan, report, checks.notes)
+            started = [lab.node(h) for h, r in report.nodes.items()
+                       if r.ok and any(d.startswith("start-domain") for d in r.done)]
+            if wait and started and prepared.access is not None:
+                def tell(node: str, message: str) -> None:
+                    if progress is not None:
+                        progress(Event(node, "wait-ssh", node, "done", message))
+
+                result.readiness = wait_ready(
+                    lab, prepared.access, started, timeout=timeout, progress=tell,
+                    console=lambda h: console_tail(lab, hv, h))
+            return result
         finally:
             if own:
                 hv.close()

@@ -120,3 +120,16 @@ def system_lab(tmp_path: Path) -> Iterator[SystemLab]:
         yield lab
     finally:
         lab.run("down", "--yes", check=False)
+
+
+@pytest.fixture(scope="session")
+def ready_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemLab]:
+    """The ten-node demo lab, up and ssh-ready, shared by the tests that only read it or
+    restore it to a snapshot afterwards; removed at the end of the session."""
+    lab = make_lab(tmp_path_factory.mktemp("ready-lab"))
+    try:
+        lab.run("up", "--timeout", "240")
+        lab.run("inventory", "-o", str(lab.out_dir))
+        yield lab
+    finally:
+        lab.run("down", "--yes", check=False)

@@ -1,0 +1,98 @@
+"""Guests that come up ready, on real QEMU: ssh through paramiko with strict host keys,
+the right hostname and ctlplane address inside, and Ansible as a real client of our files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labvirt.keys import host_key
+from labvirt.ops import guests
+from labvirt.session import Session
+from labvirt.sshclient import HostKeyMismatch, run
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _session(lab) -> Session:
+    return Session(list(lab.files), lab.state_dir)
+
+
+def test_every_node_answers_with_its_hostname_and_ctlplane_address(ready_lab):
+    session = _session(ready_lab)
+    lab = session.lab()
+    access = guests.lab_access(session, lab)
+    for node in lab.nodes:
+        result = run(access.target(lab, node),
+                     "hostname; id -un; ip -4 -o addr show; sudo -n true && echo sudo-ok")
+        lines = result.stdout.splitlines()
+        assert result.exit_status == 0, result.stderr
+        assert lines[0] == node.hostname
+        assert lines[1] == lab.ssh_user
+        assert f"inet {node.ctlplane_ip}/24" in result.stdout, result.stdout
+        assert lines[-1] == "sudo-ok"
+
+
+def test_status_shows_every_node_running(ready_lab):
+    rows = json.loads(ready_lab.run("status", "--format", "json").stdout)
+    assert len(rows) == 10
+    assert {r["state"] for r in rows} == {"running"}
+    assert all(r["ssh"].startswith("127.0.0.1:") for r in rows)
+
+
+def test_ansible_raw_reaches_every_node_with_host_key_checking(ready_lab, tmp_path):
+    inventory = ready_lab.out_dir / "hypervisor-inventory.yaml"
+    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_HOME": str(tmp_path),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_FORKS": "10"}
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "ansible"), "-i", str(inventory), "all", "-m", "raw",
+         "-a", "hostname"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ["undercloud", *(f"oc0-ceph-{i}" for i in range(6)),
+                 *(f"oc0-controller-{i}" for i in range(3))]:
+        assert f"{name} | CHANGED | rc=0 >>\n{name}" in proc.stdout, proc.stdout
+
+
+def test_exec_runs_on_a_stack_and_reports_failures(ready_lab):
+    ok = ready_lab.run("exec", "--stack", "central-ceph", "--format", "json", "--", "hostname")
+    rows = json.loads(ok.stdout)
+    assert [(r["node"], r["exit_status"], r["stdout"].strip()) for r in rows] == [
+        (f"oc0-ceph-{i}", 0, f"oc0-ceph-{i}") for i in range(3)]
+    bad = ready_lab.run("exec", "oc0-ceph-4", "undercloud", "--", "test", "-e", "/nonexistent",
+                        check=False)
+    assert bad.returncode == 1
+    assert "0 ok, 2 failed: oc0-ceph-4, undercloud" in bad.stdout
+
+
+def test_a_wrong_host_key_is_refused(ready_lab):
+    """Replace the key labvirt expects for one node: the guest's real key no longer
+    matches, and labvirt refuses to talk to it (no trust on first use)."""
+    session = _session(ready_lab)
+    lab = session.lab()
+    node = lab.node("oc0-ceph-5")
+    key = host_key(session.state_dir, node)
+    pub = key.private_path.with_name(key.private_path.name + ".pub")
+    saved = (key.private_path.read_text(), pub.read_text())
+    key.private_path.unlink()
+    pub.unlink()
+    try:
+        access = guests.lab_access(session, lab)  # generates a different key
+        with pytest.raises(HostKeyMismatch) as err:
+            run(access.target(lab, node), "hostname")
+        assert "not the key labvirt gave it" in err.value.message
+        cli = ready_lab.run("ssh", "oc0-ceph-5", "--", "hostname", check=False)
+        assert cli.returncode != 0
+        assert "refusing to connect" in cli.stderr and "Traceback" not in cli.stderr
+    finally:
+        key.private_path.write_text(saved[0])
+        key.private_path.chmod(0o600)
+        pub.write_text(saved[1])
+        guests.lab_access(session, lab)  # known_hosts back to the real key
+    assert run(guests.lab_access(session, lab).target(lab, node), "hostname").stdout.strip() \
+        == "oc0-ceph-5"
