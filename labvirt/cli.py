@@ -530,6 +530,138 @@ def exec_(ctx: click.Context, stack: str | None, workers: int, fmt: str,
 
 
 @cli.group()
+def snapshot() -> None:
+    """Lab snapshots: the whole lab, one stack, or chosen nodes."""
+
+
+def _snapshot_report(report: Any, fmt: str) -> None:
+    if fmt == "json":
+        _dump({
+            "name": report.name, "action": report.action, "ok": report.ok,
+            "seconds": round(report.seconds, 3), "collected": report.collected,
+            "nodes": {h: {"steps": o.steps, "error": o.error, "seconds": round(o.seconds, 3),
+                          "ready_seconds": None if o.ready_seconds is None
+                          else round(o.ready_seconds, 3)}
+                      for h, o in report.nodes.items()},
+        }, "json")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("node", "result", "seconds", "ssh ready", "steps / error"):
+        table.add_column(col)
+    for h, o in report.nodes.items():
+        ready = "-" if o.ready_seconds is None else f"{o.ready_seconds:.1f} s"
+        table.add_row(h, "[green]ok[/]" if o.ok else "[red]failed[/]", f"{o.seconds:.1f}",
+                      ready, o.error or ", ".join(o.steps))
+    out.print(table)
+    bad = [h for h, o in report.nodes.items() if not o.ok]
+    out.print(f"snapshot {report.name}: {report.action} on {len(report.nodes)} node(s) in "
+              f"{report.seconds:.1f} s" + (f"; failed: {', '.join(bad)}" if bad else ""),
+              markup=False)
+
+
+def _snap_progress(fmt: str) -> Any:
+    if fmt != "table" or not err.is_terminal:
+        return None
+    return lambda node, message: err.print(f"  {node:<18} {message}", markup=False)
+
+
+@snapshot.command("create")
+@click.argument("name")
+@click.argument("nodes", nargs=-1)
+@click.option("--stack", help="Only this stack's nodes.")
+@click.option("--description", default="", help="A note kept with the snapshot.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=60, show_default=True,
+              help="Seconds to wait for a graceful shutdown before forcing the node off.")
+@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--no-wait", is_flag=True, help="Do not wait for restarted nodes' ssh.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def snapshot_create(ctx: click.Context, name: str, nodes: tuple[str, ...], stack: str | None,
+                    description: str, shutdown_timeout: float, workers: int, no_wait: bool,
+                    fmt: str) -> None:
+    """Snapshot the lab (or a stack, or NODES) as NAME."""
+    from labvirt.ops import snapshot as snap
+
+    report = snap.create(_session(ctx), name, stack=stack, nodes=nodes,
+                         description=description, workers=workers,
+                         shutdown_timeout=shutdown_timeout, wait=not no_wait,
+                         progress=_snap_progress(fmt))
+    _snapshot_report(report, fmt)
+    if not report.ok:
+        ctx.exit(1)
+
+
+@snapshot.command("restore")
+@click.argument("name")
+@click.argument("nodes", nargs=-1)
+@click.option("--stack", help="Only this stack's nodes.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before resetting running nodes.")
+@click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--no-wait", is_flag=True, help="Do not wait for the nodes' ssh.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def snapshot_restore(ctx: click.Context, name: str, nodes: tuple[str, ...], stack: str | None,
+                     yes: bool, workers: int, no_wait: bool, fmt: str) -> None:
+    """Put the lab (or a stack, or NODES) back to snapshot NAME."""
+    from labvirt.ops import snapshot as snap
+
+    def confirm(running: list[str]) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"restoring resets {len(running)} running node(s) and needs confirmation",
+                "run it in a terminal, or pass --yes")
+        return click.confirm(f"Reset {len(running)} running node(s) ({', '.join(running)}) "
+                             f"to snapshot {name}?", err=True)
+
+    report = snap.restore(_session(ctx), name, stack=stack, nodes=nodes, workers=workers,
+                          wait=not no_wait, progress=_snap_progress(fmt), confirm=confirm)
+    _snapshot_report(report, fmt)
+    if not report.ok:
+        ctx.exit(1)
+
+
+@snapshot.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def snapshot_list(ctx: click.Context, fmt: str) -> None:
+    """List the lab's snapshots."""
+    from labvirt.ops import snapshot as snap
+
+    rows = snap.listing(_session(ctx))
+    if fmt == "json":
+        _dump(rows, "json")
+        return
+    if not rows:
+        out.print("no snapshots", markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "created", "nodes", "description"):
+        table.add_column(col)
+    for r in rows:
+        nodes = f"{len(r['nodes'])}"
+        if r["incomplete"]:
+            nodes += f" (incomplete: {', '.join(r['incomplete'])})"
+        table.add_row(r["name"], r["created"] or "-", nodes, r["description"] or "")
+    out.print(table)
+
+
+@snapshot.command("delete")
+@click.argument("name")
+@click.pass_context
+def snapshot_delete(ctx: click.Context, name: str) -> None:
+    """Delete snapshot NAME (layers other snapshots build on are kept)."""
+    from labvirt.ops import snapshot as snap
+
+    freed = snap.delete(_session(ctx), name)
+    out.print(f"deleted snapshot {name}; freed {len(freed)} layer volume(s)", markup=False)
+
+
+@cli.group()
 def image() -> None:
     """Build images for lab nodes."""
 

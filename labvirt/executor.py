@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from labvirt.errors import LabvirtError
+from labvirt.layers import belongs_to
 from labvirt.model import Lab
 from labvirt.plan import Action, Plan
 from labvirt.virt import Hypervisor
@@ -114,8 +115,13 @@ class Executor:
         node = self.lab.node(hostname)
         self.hv.destroy_domain(node.domain)
         self.hv.undefine_domain(node.domain)
+        pool = self.hv.observe((self.lab.pool_name,)).pool(self.lab.pool_name)
+        volumes = [v.name for v in pool.volumes] if pool else []
+        # the disks with every snapshot layer: a rebuilt node starts from blank disks
         for disk in node.disks:
-            self.hv.delete_volume(self.lab.pool_name, disk.volume)
+            for name in volumes:
+                if belongs_to(disk, name):
+                    self.hv.delete_volume(self.lab.pool_name, name)
 
     def _run_one(self, action: Action) -> None:
         self.progress(Event(action.node, action.kind, action.target, "start", action.detail))

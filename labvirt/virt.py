@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -153,6 +154,7 @@ class ObservedVolume:
     path: str
     capacity: int
     allocation: int
+    backing: str | None = None  # path of the backing file, for overlays
 
 
 @dataclass(frozen=True)
@@ -302,8 +304,9 @@ class Hypervisor:
             for vol in pool.listAllVolumes(0):
                 try:
                     _type, capacity, allocation = vol.info()
+                    backing = ET.fromstring(vol.XMLDesc(0)).findtext("./backingStore/path")
                     vols.append(ObservedVolume(vol.name(), vol.path(), int(capacity),
-                                               int(allocation)))
+                                               int(allocation), backing or None))
                 except libvirt.libvirtError as exc:
                     if not is_missing(exc):
                         raise
@@ -480,6 +483,33 @@ class Hypervisor:
             dom = self.conn.lookupByName(name)
             if dom.isActive():
                 dom.shutdown()
+
+    def stop_domain(self, name: str, timeout: float) -> str:
+        """Graceful shutdown (ACPI) for up to `timeout` seconds, then destroy.
+        Returns how it stopped: "already off", "shut down" or "destroyed"."""
+        with translated(f"cannot stop {name}"):
+            dom = self.conn.lookupByName(name)
+            if not dom.isActive():
+                return "already off"
+            if timeout > 0:
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.shutdown()
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if not dom.isActive():
+                        return "shut down"
+                    time.sleep(0.2)
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                if dom.isActive():
+                    raise
+            return "destroyed"
+
+    def inactive_xml(self, name: str) -> str:
+        """The persistent definition (what a redefine must start from)."""
+        with translated(f"cannot read the definition of {name}"):
+            return str(self.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
     def destroy_domain(self, name: str) -> None:
         with translated(f"cannot stop {name}"):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from labvirt.errors import InputError, LabvirtError
 from labvirt.executor import DEFAULT_WORKERS, Event, ExecutionReport, Executor
+from labvirt.layers import belongs_to
 from labvirt.model import Lab
 from labvirt.ops.guests import Access, Readiness, wait_ready
 from labvirt.plan import Plan, Provision, Upload, make_plan
@@ -348,13 +349,9 @@ def status(session: Session, hv: Hypervisor | None = None) -> list[NodeStatus]:
             st = "not-ours"
         else:
             st = dom.state
-        alloc = cap = 0
-        if pool is not None:
-            for disk in node.disks:
-                vol = pool.volume(disk.volume)
-                if vol is not None:
-                    alloc += vol.allocation
-                    cap += vol.capacity
+        alloc = sum(v.allocation for d in node.disks for v in (pool.volumes if pool else ())
+                    if belongs_to(d, v.name))
+        cap = sum(d.size_bytes for d in node.disks) if dom is not None else 0
         member = lab.stack_of(node.hostname)
         ep = endpoint(lab, node)
         snaps = tuple(name for name, rec in state.snapshots.items()
