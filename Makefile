@@ -14,8 +14,13 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(LABVIRT) $(DEMO) show
+	$(LABVIRT) $(DEMO) image tiny
+	$(LABVIRT) $(DEMO) up
 	$(LABVIRT) $(DEMO) inventory
+	$(LABVIRT) $(DEMO) status
+	@echo
+	@echo "The demo lab is up. Next: $(LABVIRT) $(DEMO) snapshot create clean"
+	@echo "Remove it with:          $(LABVIRT) $(DEMO) down --yes"
 
 test: setup
 	$(VENV)/bin/ruff check labvirt tests bench

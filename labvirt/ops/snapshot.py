@@ -107,9 +107,11 @@ def collect_garbage(lab: Lab, hv: Hypervisor, state: LabState) -> list[str]:
     if pool is None:
         return []
     prefix = f"{lab.prefix}-"
-    vols = [VolumeNode(v.name, v.path, v.backing) for v in pool.volumes
-            if v.name.startswith(prefix)]
-    doomed = unneeded_layers(vols, _referenced(lab, obs, state))
+    # every volume of the pool counts as a child (a volume that is not the lab's may be
+    # built on one of its layers), but only the lab's own volumes may go
+    vols = [VolumeNode(v.name, v.path, v.backing) for v in pool.volumes]
+    foreign = {v.name for v in pool.volumes if not v.name.startswith(prefix)}
+    doomed = unneeded_layers(vols, _referenced(lab, obs, state) | foreign)
     for name in doomed:
         hv.delete_volume(lab.pool_name, name)
     return doomed
@@ -117,14 +119,16 @@ def collect_garbage(lab: Lab, hv: Hypervisor, state: LabState) -> list[str]:
 
 def _overlay(lab: Lab, hv: Hypervisor, node: Node, backing: dict[str, str],
              existing: set[str]) -> dict[str, str]:
-    """A fresh top layer on each disk's given backing volume; target -> new volume."""
-    pool_path = lab.pool_path.rstrip("/")
+    """A fresh top layer on each disk's given backing volume; target -> new volume.
+    The backing path is the one libvirt reports for that volume (not one built from the
+    layout's pool_path, which libvirt may spell differently, e.g. `//` collapsed):
+    collect_garbage recognises a backing volume by comparing exactly these paths."""
     new: dict[str, str] = {}
     for disk in node.disks:
         name = next_layer(disk, existing)
         existing.add(name)
-        xml = render_volume_xml(VolumeView(name, disk.size_bytes, "qcow2",
-                                           f"{pool_path}/{backing[disk.role]}", "qcow2"))
+        below = hv.volume_path(lab.pool_name, backing[disk.role])
+        xml = render_volume_xml(VolumeView(name, disk.size_bytes, "qcow2", below, "qcow2"))
         hv.create_volume(lab.pool_name, name, xml)
         new[disk.target] = name
     return new

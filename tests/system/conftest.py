@@ -133,3 +133,9 @@ def ready_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemLab]:
         yield lab
     finally:
         lab.run("down", "--yes", check=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that bring up labs of their own first, then those sharing `ready_lab`,
+    so the shared ten-node lab is never running beside another lab."""
+    items.sort(key=lambda item: "ready_lab" in getattr(item, "fixturenames", ()))
