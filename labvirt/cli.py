@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -22,14 +22,16 @@ from rich.table import Table
 
 from labvirt import __version__
 from labvirt.errors import InputError, LabvirtError
-from labvirt.executor import Event
 from labvirt.model import Lab
 from labvirt.ops import inventory as inventory_ops
-from labvirt.ops import provision as provision_ops
 from labvirt.ops import stacks as stack_ops
 from labvirt.outputs.views import human_size, lab_to_dict
-from labvirt.plan import Plan
 from labvirt.session import Session
+
+if TYPE_CHECKING:  # libvirt and paramiko load only for the commands that need them
+    from labvirt.executor import Event
+    from labvirt.ops.provision import UpResult
+    from labvirt.plan import Plan
 
 FORMATS = click.Choice(["table", "json", "yaml"])
 # Not on a terminal (piped, captured in tests) tables keep full lines instead of 80 columns.
@@ -74,7 +76,8 @@ def _dump(data: Any, fmt: str) -> None:
               help="Layout (tripleo-lab overrides) file; repeat to layer, later wins. "
                    "Default: ./overrides.yml, else the embedded Glance DCN lab.")
 @click.option("--state-dir", type=click.Path(path_type=Path), envvar="LABVIRT_STATE_DIR",
-              help="Where labs keep their state (default ~/.local/state/labvirt).")
+              help="Where labs keep their state (default $XDG_STATE_HOME/labvirt, "
+                   "else ~/.local/state/labvirt).")
 @click.version_option(__version__, prog_name="labvirt")
 @click.pass_context
 def cli(ctx: click.Context, files: tuple[Path, ...], state_dir: Path | None) -> None:
@@ -290,6 +293,8 @@ class _ProgressView:
 def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: int,
        no_wait: bool, timeout: float, fmt: str) -> None:
     """Create or converge the lab: networks, pool, disks, domains."""
+    from labvirt.ops import provision as provision_ops
+
     session = _session(ctx)
     _warn(session)
     view: _ProgressView | None = None
@@ -327,7 +332,7 @@ def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: in
         ctx.exit(1)
 
 
-def _render_report(result: provision_ops.UpResult, fmt: str) -> None:
+def _render_report(result: UpResult, fmt: str) -> None:
     plan, report = result.plan, result.report
     if report is None:
         _print_plan(plan)
@@ -366,12 +371,14 @@ def _render_report(result: provision_ops.UpResult, fmt: str) -> None:
     for rd in result.readiness:
         if not rd.ready:
             out.print(f"[red]{rd.node}[/]: {rd.message}", markup=False)
-    failed = sum(1 for r in report.nodes.values() if not r.ok)
-    failed += sum(1 for rd in result.readiness if not rd.ready)
-    changed = sum(1 for r in report.nodes.values() if r.done)
-    out.print(f"{len(report.nodes)} nodes: {changed} changed, {failed} failed, "
-              f"{len(report.nodes) - changed - failed} unchanged; {report.seconds:.1f} s",
-              markup=False)
+    not_ready = {rd.node for rd in result.readiness if not rd.ready}
+    failed = {h for h, r in report.nodes.items() if not r.ok} | not_ready
+    changed = {h for h, r in report.nodes.items() if r.done} - failed
+    unchanged = len(report.nodes) - len(changed) - len(failed)
+    ready = [rd for rd in result.readiness if rd.ready]
+    slowest = f"; ssh-ready within {max(rd.seconds for rd in ready):.1f} s" if ready else ""
+    out.print(f"{len(report.nodes)} nodes: {len(changed)} changed, {len(failed)} failed, "
+              f"{unchanged} unchanged; {report.seconds:.1f} s{slowest}", markup=False)
 
 
 @cli.command()
@@ -381,6 +388,8 @@ def _render_report(result: provision_ops.UpResult, fmt: str) -> None:
 @click.pass_context
 def plan(ctx: click.Context, recreate: tuple[str, ...], fmt: str) -> None:
     """Show what `up` would do, changing nothing."""
+    from labvirt.ops import provision as provision_ops
+
     session = _session(ctx)
     _warn(session)
     p = provision_ops.plan_only(session, tuple(recreate))
@@ -401,6 +410,8 @@ def plan(ctx: click.Context, recreate: tuple[str, ...], fmt: str) -> None:
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Each node's state, stack, role, address, disk use and snapshots."""
+    from labvirt.ops import provision as provision_ops
+
     session = _session(ctx)
     rows = provision_ops.status(session)
     if fmt == "json":
@@ -430,6 +441,8 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def down(ctx: click.Context, yes: bool) -> None:
     """Remove the lab: its domains (with snapshots and nvram), volumes, pool, networks."""
+    from labvirt.ops import provision as provision_ops
+
     session = _session(ctx)
     lab = session.lab()
     if not yes:

@@ -23,7 +23,7 @@ from labvirt.render import (
     render_pool_xml,
     render_volume_xml,
 )
-from labvirt.virt import Observed, ObservedDomain
+from labvirt.virt import Observed, ObservedDomain, Owner
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,10 @@ def domain_drift(lab: Lab, node: Node, dom: ObservedDomain, prov: Provision,
     return changes
 
 
+def _whose(owner: Owner | None) -> str:
+    return f"it belongs to labvirt lab {owner.lab!r}" if owner else "it has no labvirt metadata"
+
+
 def _size(n: int) -> str:
     return f"{n // 1024} KiB" if n else ""
 
@@ -160,10 +164,10 @@ def make_plan(
         view = network_view(lab, net)
         have = obs.network(net.libvirt_name)
         if have is not None and (have.owner is None or have.owner.lab != lab.name):
-            who = f"lab {have.owner.lab!r}" if have.owner else "not labvirt's"
             plan.conflicts.append(
-                f"network {net.libvirt_name} already exists and belongs to {who}; labvirt "
-                f"will not touch it. Give this lab another labvirt.name")
+                f"network {net.libvirt_name} already exists and is not this lab's "
+                f"({_whose(have.owner)}); labvirt will not touch it. Give this lab another "
+                "labvirt.name")
             continue
         for other in obs.networks:
             if other.name in ours:
@@ -229,10 +233,10 @@ def make_plan(
     for node in lab.nodes:
         dom = obs.domain(node.domain)
         if dom is not None and (dom.owner is None or dom.owner.lab != lab.name):
-            who = f"lab {dom.owner.lab!r}" if dom.owner else "not labvirt's"
             plan.conflicts.append(
-                f"domain {node.domain} already exists and belongs to {who}; labvirt will not "
-                f"touch it. Set vm_prefix in the layout to give this lab other domain names")
+                f"domain {node.domain} already exists and is not this lab's "
+                f"({_whose(dom.owner)}); labvirt will not touch it. Set vm_prefix in the "
+                "layout to give this lab other domain names")
             continue
         view = domain_view(lab, node, domain_type=prov.domain_type, boot=prov.boot,
                            seed=prov.seeds, loader=prov.loader,

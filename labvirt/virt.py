@@ -50,6 +50,8 @@ def _hint_for(exc: libvirt.libvirtError) -> str | None:
     if code in _HINTS:
         return _HINTS[code]
     msg = str(exc)
+    if "Failed to connect socket" in msg or "libvirt-sock" in msg:
+        return _HINTS[libvirt.VIR_ERR_NO_CONNECT]
     if "Address already in use" in msg or "hostfwd" in msg:
         return "a forwarded ssh port is taken; set labvirt.forward_base_port to a free range"
     if "Permission denied" in msg:

@@ -62,4 +62,25 @@ def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -
         "inventory for ansible on the hypervisor", None)
     put(out / "ssh_config", access.ssh_config(lab, key, known), "ssh -F config", None)
     put(out / "hosts", access.hosts_file(lab), "/etc/hosts lines", None)
+    if not stack:
+        written.extend(_remove_stale_stacks(out, {s.name for s in stacks}, origin))
     return written
+
+
+def _remove_stale_stacks(out: Path, current: set[str], origin: str) -> list[Written]:
+    """A stack that lost its nodes must not leave deployable files behind. Only directories
+    holding nothing but files labvirt wrote for this lab are removed."""
+    removed = []
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in current):
+        files = list(d.iterdir())
+        ours = all(
+            f.is_file() and f.name in STACK_FILES
+            and f.read_text(errors="replace").startswith(f"# {origin}")
+            for f in files
+        )
+        if files and ours:
+            for f in files:
+                f.unlink()
+            d.rmdir()
+            removed.append(Written(d, "removed: the stack has no nodes now", d.name))
+    return removed

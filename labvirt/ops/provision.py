@@ -296,6 +296,10 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
                 on_plan(plan)
             executor = Executor(hv, lab, prepared.payload, workers=workers, progress=progress)
             report = executor.run(plan)
+            rebuilt = [h for h, r in report.nodes.items()
+                       if any(d.startswith("remove-domain") for d in r.done)]
+            if rebuilt:
+                forget_in_snapshots(session, rebuilt)
             result = UpResult(plan, report, checks.notes)
             started = [lab.node(h) for h, r in report.nodes.items()
                        if r.ok and any(d.startswith("start-domain") for d in r.done)]
@@ -311,6 +315,25 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
         finally:
             if own:
                 hv.close()
+
+
+def forget_in_snapshots(session: Session, nodes: list[str]) -> None:
+    """Rebuilt nodes lost their snapshot layers: take them out of every record (a record
+    left with no node goes), so no restore can land on a disk that is not its own."""
+    state = session.load_state()
+    changed = False
+    for name, rec in list(state.snapshots.items()):
+        for host in nodes:
+            if host in rec.get("layers", {}):
+                changed = True
+                rec["layers"].pop(host, None)
+                rec.get("stacks", {}).pop(host, None)
+                rec["nodes"] = [h for h in rec.get("nodes", []) if h != host]
+                rec["running"] = [h for h in rec.get("running", []) if h != host]
+        if not rec.get("layers"):
+            del state.snapshots[name]
+    if changed:
+        session.store.save(state)
 
 
 @dataclass(frozen=True)

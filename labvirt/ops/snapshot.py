@@ -183,13 +183,13 @@ def create(session: Session, name: str, *, stack: str | None = None,
         chosen = lab.select(stack, nodes)
         record = state.snapshots.get(name)
         if record is not None:
-            missing = [n.hostname for n in chosen
-                       if n.hostname not in record.get("layers", {})]
-            if not missing:
+            unfinished = record.get("incomplete", [])
+            if not unfinished:
                 raise InputError(f"snapshot {name!r} already exists",
                                  f"delete it first (labvirt snapshot delete {name}) or pick "
                                  "another name")
-            chosen = tuple(lab.node(h) for h in missing)  # finish an interrupted create
+            # the same command again finishes an interrupted or partly failed create
+            chosen = tuple(lab.node(h) for h in unfinished if _known(lab, h))
         with connected(lab, hv) as hv:
             collected = collect_garbage(lab, hv, state)
             obs = hv.observe((lab.pool_name,))
@@ -273,6 +273,13 @@ def restore(session: Session, name: str, *, stack: str | None = None,
             existing = {v.name for v in pool.volumes} if pool else set()
             doms = {n.hostname: _owned(lab, obs, n) for n in chosen}
             for node in chosen:
+                roles = {d.role for d in node.disks}
+                if set(record["layers"][node.hostname]) != roles:
+                    raise InputError(
+                        f"snapshot {name!r}: {node.hostname} has other disks now "
+                        f"({', '.join(sorted(roles))}) than when it was taken "
+                        f"({', '.join(sorted(record['layers'][node.hostname]))})",
+                        "restore the layout the snapshot was taken with, or delete it")
                 for role, vol in record["layers"][node.hostname].items():
                     if vol not in existing:
                         raise InputError(

@@ -78,7 +78,8 @@ def hypervisor_inventory(lab: Lab, key: Path, known_hosts: Path) -> dict[str, An
             },
             "hosts": {n.hostname: host_vars(n) for n in lab.nodes},
         },
-        "undercloud": {"hosts": {n.hostname: {} for n in lab.nodes if n.is_undercloud}},
+        # not "undercloud": Ansible warns when a group and a host share a name
+        "Undercloud": {"hosts": {n.hostname: {} for n in lab.nodes if n.is_undercloud}},
     }
     for stack in lab.stacks:
         if stack.members:

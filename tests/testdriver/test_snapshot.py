@@ -529,3 +529,36 @@ def test_status_sums_allocation_over_the_whole_chain(lab):
         assert rows[host].disk_allocation == chain_allocation(host) == 3 * n_disks * GIB
         assert rows[host].disk_capacity == n_disks * GIB  # what the guest sees: unchanged
         assert rows[host].snapshots == ("clean", "later")
+
+
+# --- the model changed under a snapshot ------------------------------------------------------
+
+
+def test_recreating_a_node_takes_it_out_of_every_snapshot(lab):
+    snapshot.create(lab.session, "clean", hv=lab.hv)
+    snapshot.create(lab.session, "edge", stack="dcn0", hv=lab.hv)
+    result = provision.up(lab.session, hv=lab.hv, recreate=("oc0-ceph-4",))
+    assert result.report is not None and result.report.ok
+    records = lab.session.load_state().snapshots
+    assert "edge" not in records  # it held only oc0-ceph-4
+    assert "oc0-ceph-4" not in records["clean"]["layers"]
+    assert "oc0-ceph-4" not in records["clean"]["nodes"]
+    # the rebuilt node has blank base disks and no layers of its old life
+    assert sources(lab, "lab-oc0-ceph-4") == {"vda": "lab-oc0-ceph-4.qcow2",
+                                              "vdb": "lab-oc0-ceph-4-osd-0.qcow2",
+                                              "vdc": "lab-oc0-ceph-4-osd-1.qcow2"}
+    assert not [v for v in volumes(lab) if v.startswith("lab-oc0-ceph-4") and ".s" in v]
+    with pytest.raises(InputError, match="does not cover oc0-ceph-4"):
+        snapshot.restore(lab.session, "clean", nodes=("oc0-ceph-4",), hv=lab.hv)
+    snapshot.restore(lab.session, "clean", stack="dcn1", hv=lab.hv)
+
+
+def test_restore_refuses_a_node_whose_disks_changed(lab):
+    snapshot.create(lab.session, "clean", hv=lab.hv)
+    before = definitions(lab)
+    lab.relayer({"num_osds": 1})
+    with pytest.raises(InputError) as err:
+        snapshot.restore(lab.session, "clean", nodes=("oc0-ceph-4",), hv=lab.hv)
+    assert "oc0-ceph-4 has other disks now (osd-0, root) than when it was taken" in \
+        err.value.message
+    assert definitions(lab) == before

@@ -349,3 +349,22 @@ def test_inventory_json_lists_what_was_written(tmp_path: Path) -> None:
     listed = json.loads(proc.stdout)
     assert {Path(w["path"]) for w in listed} == {p for p in out.rglob("*") if p.is_file()}
     assert {w["stack"] for w in listed} == {*STACKS, None}
+
+
+def test_a_stack_that_lost_its_nodes_leaves_no_deployable_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    state = tmp_path / "state"
+    labvirt(*DEMO, "--state-dir", state, "inventory", "-o", out)
+    assert (out / "dcn0" / "deployed-server-environment.yaml").exists()
+    (out / "notes").mkdir()
+    (out / "notes" / "inventory.yaml").write_text("# mine\n")
+    labvirt(*DEMO, "--state-dir", state, "assign", "central-compute", "oc0-ceph-4")
+    proc = labvirt(*DEMO, "--state-dir", state, "inventory", "-o", out, "--format", "json")
+    removed = [w for w in json.loads(proc.stdout) if w["what"].startswith("removed")]
+    assert [(Path(w["path"]).name, w["stack"]) for w in removed] == [("dcn0", "dcn0")]
+    assert not (out / "dcn0").exists()
+    assert (out / "notes" / "inventory.yaml").read_text() == "# mine\n"  # not ours: kept
+    env = yaml.safe_load((out / "central-compute" / "deployed-server-environment.yaml")
+                         .read_text())["parameter_defaults"]
+    assert env["HostnameMap"] == {"central-compute-novacompute-0": "oc0-ceph-3",
+                                  "central-compute-novacompute-1": "oc0-ceph-4"}
