@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labvirt.errors import LabvirtError
 from labvirt.layers import belongs_to
@@ -70,7 +71,7 @@ class ExecutionReport:
         return self.shared_error is None and all(r.ok for r in self.nodes.values())
 
 
-Payloads = Callable[[str], bytes]
+Payloads = Callable[[str], "bytes | Path"]
 Progress = Callable[[Event], None]
 
 

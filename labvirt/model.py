@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -365,7 +366,8 @@ def build_lab(
 
     hostnames = [n.hostname for n in nodes if not n.is_undercloud]
     stacks = resolve_stacks(spec, hostnames, extra_stacks, assignments)
-    pool_path = lv.pool_path or f"{spec.basedir.rstrip('/')}/workload/{name}"
+    # normalised: libvirt reports paths that way, and chains are matched by path
+    pool_path = posixpath.normpath(lv.pool_path or f"{spec.basedir}/workload/{name}")
     return Lab(
         name=name, prefix=prefix, uri=lv.uri, domain_type=lv.domain_type, uefi=spec.uefi,
         machine="q35" if spec.uefi else "pc", basedir=spec.basedir,

@@ -8,12 +8,14 @@ labvirt's own exceptions with a message and a hint; nothing else imports `libvir
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -387,8 +389,10 @@ class Hypervisor:
                 if exc.get_error_code() != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
                     raise
 
-    def upload_volume(self, pool: str, name: str, data: bytes, fmt: str = "raw") -> None:
-        """(Re)create a raw volume holding `data`, through a libvirt stream (works remotely)."""
+    def upload_volume(self, pool: str, name: str, data: bytes | Path, fmt: str = "raw") -> None:
+        """(Re)create a volume holding `data` (bytes, or a file streamed in chunks) through
+        a libvirt stream, which works for remote hypervisors too."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
         with translated(f"cannot upload volume {name} to pool {pool}"):
             p = self._pool(pool)
             try:
@@ -396,19 +400,23 @@ class Hypervisor:
             except libvirt.libvirtError as exc:
                 if not is_missing(exc):
                     raise
-            xml = (f"<volume><name>{_xml_escape(name)}</name><capacity unit='bytes'>{len(data)}"
+            xml = (f"<volume><name>{_xml_escape(name)}</name><capacity unit='bytes'>{size}"
                    f"</capacity><target><format type='{fmt}'/></target></volume>")
             vol = p.createXML(xml, 0)
             stream = self.conn.newStream(0)
-            vol.upload(stream, 0, len(data), 0)
-            view = memoryview(data)
-            offset = 0
-            while offset < len(data):
-                sent = stream.send(bytes(view[offset:offset + 1024 * 1024]))
-                if sent < 0:
-                    raise LibvirtFailure(f"upload of {name} stalled")
-                offset += sent
+            vol.upload(stream, 0, size, 0)
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(data.open("rb")) if isinstance(data, Path) \
+                    else io.BytesIO(data)
+                while chunk := src.read(4 * 1024 * 1024):
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(bytes(view))
+                        if sent < 0:
+                            raise LibvirtFailure(f"upload of {name} stalled")
+                        view = view[sent:]
             stream.finish()
+            p.refresh(0)  # let libvirt probe the format of what was written
 
     def download_volume(self, pool: str, name: str, limit: int | None = None) -> bytes:
         with translated(f"cannot read volume {name}"):

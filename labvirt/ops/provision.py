@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import xml.etree.ElementTree as ET
@@ -30,6 +31,7 @@ from labvirt.virt import Hypervisor, Observed
 
 GB = 1000**3
 TINY_PREFIX = "labvirt-tiny-"
+BASE_PREFIX = "labvirt-base-"
 
 
 def cache_dir() -> Path:
@@ -41,10 +43,10 @@ def cache_dir() -> Path:
 class Prepared:
     lab: Lab
     provision: Provision
-    payloads: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+    payloads: dict[str, Callable[[], bytes | Path]] = field(default_factory=dict)
     access: Access | None = None
 
-    def payload(self, volume: str) -> bytes:
+    def payload(self, volume: str) -> bytes | Path:
         return self.payloads[volume]()
 
 
@@ -85,10 +87,12 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
     """Decide domain type and firmware, and gather boot artifacts to upload."""
     domain_type = resolve_domain_type(lab, hv)
     loader, nvram = _firmware(lab, hv, domain_type)
-    payloads: dict[str, Callable[[], bytes]] = {}
+    payloads: dict[str, Callable[[], bytes | Path]] = {}
     uploads: list[Upload] = []
     boot = None
     seeds = False
+    base_path: str | None = None
+    base_format = "qcow2"
     if any(n.boot == "image" for n in lab.nodes):
         if lab.image == "tiny":
             from labvirt.image.tiny import build_tiny_image
@@ -109,9 +113,11 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
                 "or labvirt.boot: pxe",
             )
         else:
-            raise InputError(
-                f"base cloud images ({lab.image}) are not supported yet; only the tiny "
-                "rehearsal image is", "set labvirt.image: tiny, or labvirt.boot: pxe")
+            base = base_image(lab, hv)
+            payloads[base.volume] = lambda: base.path  # streamed from the file
+            uploads.append(Upload(base.volume, base.size, None))
+            seeds = True
+            base_path, base_format = f"{lab.pool_path.rstrip('/')}/{base.volume}", base.format
     access = None
     if seeds:
         from labvirt.ops.guests import lab_access, seed_iso
@@ -124,8 +130,53 @@ def prepare(session: Session, lab: Lab, hv: Hypervisor,
             payloads[name] = partial(seed_iso, lab, node, access)
             uploads.append(Upload(name, 0, node.hostname))
     prov = Provision(domain_type=domain_type, loader=loader, nvram_template=nvram, boot=boot,
-                     uploads=tuple(uploads), seeds=seeds)
+                     uploads=tuple(uploads), seeds=seeds, base_volume=base_path,
+                     base_format=base_format)
     return Prepared(lab, prov, payloads, access)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    path: Path
+    volume: str
+    format: str  # qcow2 | raw
+    size: int  # bytes in the file
+    virtual_size: int  # bytes the guest sees
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def base_image(lab: Lab, hv: Hypervisor) -> BaseImage:
+    """The layout's base cloud image, checked; uploaded once into the pool as a volume
+    named after its identity, so every node's root disk is a linked clone of it."""
+    assert lab.image is not None
+    if not hv.host().is_local:
+        raise InputError("base images are read from this machine, and the hypervisor is "
+                         f"remote ({lab.uri})", "use a local libvirt URI")
+    path = Path(lab.image).expanduser()
+    try:
+        st = path.stat()
+        with path.open("rb") as f:
+            header = f.read(32)
+    except OSError as exc:
+        raise InputError(f"cannot read the base image {path}: {exc.strerror}",
+                         "set labvirt.image to a CentOS Stream or RHEL GenericCloud qcow2 "
+                         "file, or to tiny") from None
+    if header[:4] == QCOW2_MAGIC:
+        fmt, virtual = "qcow2", int.from_bytes(header[24:32], "big")
+    else:
+        fmt, virtual = "raw", st.st_size
+    ident = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    volume = f"{BASE_PREFIX}{ident.hexdigest()[:12]}.{'qcow2' if fmt == 'qcow2' else 'img'}"
+    small = [n.hostname for n in lab.nodes if n.boot == "image"
+             and n.disks[0].size_bytes < virtual]
+    if small:
+        raise InputError(
+            f"the base image's disk is {virtual / GB:.1f} GB, larger than the root disk of "
+            f"{', '.join(small)} ({lab.node(small[0]).disks[0].size_bytes / GB:.1f} GB)",
+            "raise disksize (or labvirt.resize.disksize) to at least the image's size")
+    return BaseImage(path, volume, fmt, st.st_size, virtual)
 
 
 def host_routes() -> tuple[tuple[str, str], ...]:
@@ -164,6 +215,11 @@ def trusted_uploads(lab: Lab, obs: Observed) -> frozenset[str]:
         for src in root.iterfind("./devices/disk/source"):
             if src.get("volume"):
                 names.add(src.get("volume", ""))
+    # a base image is whole once a root disk has been cloned from it
+    for p in obs.pools:
+        for vol in p.volumes:
+            if vol.backing and vol.backing.startswith(pool):
+                names.add(vol.backing[len(pool):])
     return frozenset(names)
 
 

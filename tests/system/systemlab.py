@@ -1,0 +1,84 @@
+"""Labs for the system tier: each gets its own name, vm_prefix, bridges, port block and
+pool directory, so tests can share the host's libvirtd with anything else running there."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LABVIRT = str(ROOT / ".venv" / "bin" / "labvirt")
+DEMO = [ROOT / "overrides" / "glance-dcn.yml", ROOT / "overrides" / "tiny.yml"]
+URI = "qemu:///system"
+POOL_ROOT = Path("/var/lib/libvirt/images/labvirt-tests")
+
+
+def free_port_block(size: int = 100) -> int:
+    """A block of `size` ports on 127.0.0.1 that are free right now."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(30000, 60000 - size, size)
+        ok = True
+        for port in range(base, base + size):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free block of ports on 127.0.0.1")
+
+
+@dataclass
+class SystemLab:
+    name: str
+    files: list[Path]
+    state_dir: Path
+    out_dir: Path
+
+    def file_args(self) -> list[str]:
+        return [arg for f in self.files for arg in ("-f", str(f))]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [LABVIRT, *self.file_args(), "--state-dir", str(self.state_dir), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              input=stdin, env={**os.environ, "COLUMNS": "200"})
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        cmd = [LABVIRT, *self.file_args(), "--state-dir", str(self.state_dir), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def virsh(self, *args: str) -> str:
+        return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def make_lab(tmp_path: Path, extra: dict | None = None) -> SystemLab:
+    name = f"lvt{os.getpid() % 10000:04d}{random.randrange(16**4):04x}"
+    layer = {
+        "vm_prefix": name,
+        "labvirt": {
+            "name": name,
+            "uri": URI,
+            "forward_base_port": free_port_block(),
+            "pool_path": str(POOL_ROOT / name),
+            **(extra or {}),
+        },
+    }
+    path = tmp_path / "system-layer.yml"
+    path.write_text(yaml.safe_dump(layer))
+    return SystemLab(name, [*DEMO, path], tmp_path / "state", tmp_path / "out")
