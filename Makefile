@@ -8,7 +8,7 @@ LABVIRT := $(VENV)/bin/labvirt
 PYTEST  := $(VENV)/bin/pytest
 DEMO    := -f overrides/glance-dcn.yml -f overrides/tiny.yml
 
-.PHONY: setup demo test unit lint golden bench clean-demo
+.PHONY: setup demo test unit lint golden bench
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,9 @@ lint: setup
 golden: setup
 	LABVIRT_REGEN_GOLDEN=1 $(PYTEST) -q tests -k golden
 	git --no-pager diff --stat -- tests/golden
+
+# Benchmarks print numbers; each brings up and removes its own copy of the demo lab.
+bench: setup
+	$(LABVIRT) image tiny
+	$(VENV)/bin/python bench/up_ready.py
+	$(VENV)/bin/python bench/snapshots.py

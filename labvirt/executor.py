@@ -99,7 +99,9 @@ class Executor:
             case "create-volume":
                 hv.create_volume(pool, action.target, action.xml)
             case "upload":
-                hv.upload_volume(pool, action.target, self.payloads(action.target))
+                # shared uploads (a base image) run alone: they may refresh the pool
+                hv.upload_volume(pool, action.target, self.payloads(action.target),
+                                 refresh=action.node is None)
             case "remove-domain":
                 self.remove_node(action.node or "")
             case "define-domain":

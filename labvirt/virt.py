@@ -235,8 +235,16 @@ class Hypervisor:
         with translated("cannot read host information"):
             info = self.conn.getInfo()
             hostname = self.conn.getHostname()
+        memory = int(info[1]) * 1024 * 1024
+        try:
+            # nodeinfo reads NUMA data, which can be far off in containers and sandboxes;
+            # the kernel's own total (what `free` shows) is what guests can use
+            memory = int(self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS,
+                                                  0)["total"]) * 1024
+        except (libvirt.libvirtError, KeyError):
+            pass
         local = self.uri.startswith(("qemu:///", "test:///")) or "//localhost/" in self.uri
-        return HostInfo(int(info[1]) * 1024 * 1024, int(info[2]), hostname, local)
+        return HostInfo(memory, int(info[2]), hostname, local)
 
     def domain_types(self) -> set[str]:
         with translated("cannot read hypervisor capabilities"):
@@ -389,7 +397,8 @@ class Hypervisor:
                 if exc.get_error_code() != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
                     raise
 
-    def upload_volume(self, pool: str, name: str, data: bytes | Path, fmt: str = "raw") -> None:
+    def upload_volume(self, pool: str, name: str, data: bytes | Path, fmt: str = "raw",
+                      refresh: bool = False) -> None:
         """(Re)create a volume holding `data` (bytes, or a file streamed in chunks) through
         a libvirt stream, which works for remote hypervisors too."""
         size = data.stat().st_size if isinstance(data, Path) else len(data)
@@ -416,7 +425,8 @@ class Hypervisor:
                             raise LibvirtFailure(f"upload of {name} stalled")
                         view = view[sent:]
             stream.finish()
-            p.refresh(0)  # let libvirt probe the format of what was written
+            if refresh:  # let libvirt probe the format of what was written; a refresh
+                p.refresh(0)  # fails while other uploads to the pool are running
 
     def download_volume(self, pool: str, name: str, limit: int | None = None) -> bytes:
         with translated(f"cannot read volume {name}"):

@@ -280,6 +280,19 @@ def preflight(lab: Lab, hv: Hypervisor, prepared: Prepared, plan: Plan) -> Prefl
     return result
 
 
+def memory_check(lab: Lab, hv: Hypervisor) -> None:
+    """Refuse at once, with the numbers, a lab whose running nodes do not fit the host."""
+    running = {d.name for d in hv.observe().domains if d.running}
+    need = sum(n.memory_kib * 1024 for n in lab.nodes
+               if n.boot == "image" or n.domain in running)
+    host = hv.host()
+    if need > host.memory_bytes * 0.9:
+        raise InputError(
+            f"preflight failed: the lab needs {need / GB:.1f} GB of RAM, the host has "
+            f"{host.memory_bytes / GB:.1f} GB",
+            "try -f overrides/tiny.yml (256 MiB nodes); nothing was created")
+
+
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -340,6 +353,7 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
         own = hv is None
         hv = hv or Hypervisor(lab.uri)
         try:
+            memory_check(lab, hv)  # before anything is built or uploaded
             plan, prepared = compute_plan(session, hv, lab, recreate, note)
             _raise_conflicts(plan)
             checks = preflight(lab, hv, prepared, plan)
@@ -476,7 +490,7 @@ def down(session: Session, hv: Hypervisor | None = None,
                     hv.ensure_pool(lab.pool_name, "")
                     pool = hv.observe((lab.pool_name,)).pool(lab.pool_name)
                 assert pool is not None
-                ours = (f"{lab.prefix}-", TINY_PREFIX)
+                ours = (f"{lab.prefix}-", TINY_PREFIX, BASE_PREFIX)
                 for vol in pool.volumes:
                     if vol.name.startswith(ours):
                         hv.delete_volume(lab.pool_name, vol.name)

@@ -6,6 +6,8 @@ internal snapshots refuse."""
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.system
 def uefi_lab(tmp_path):
     base = tmp_path / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
-    name = f"lvtb{tmp_path.name[-6:].replace('_', '')}"[:20]
+    name = f"lvtb{os.getpid() % 10000:04d}{random.randrange(16**4):04x}"
     layout = {
         "vm_prefix": name,
         "num_osds": 1,
