@@ -28,7 +28,7 @@ def main() -> None:
               "volumes, uploads, define, start")
         print(f"  waiting for guests         {total - provisioning:6.1f} s   boot to ssh "
               "(TCG, 2 cores shared by all)")
-        print("  per-node ssh-ready after its start:")
+        print("  per-node ssh-ready, counted from when up began waiting:")
         for host, seconds in sorted(ready.items(), key=lambda kv: kv[1] or 0):
             print(f"    {host:<18} {seconds:5.1f} s")
         runs = [lab.run("up")[0] for _ in range(args.converged_runs)]
