@@ -236,13 +236,11 @@ class Hypervisor:
             info = self.conn.getInfo()
             hostname = self.conn.getHostname()
         memory = int(info[1]) * 1024 * 1024
-        try:
-            # nodeinfo reads NUMA data, which can be far off in containers and sandboxes;
-            # the kernel's own total (what `free` shows) is what guests can use
+        # nodeinfo reads NUMA data, which can be far off in containers and sandboxes;
+        # the kernel's own total (what `free` shows) is what guests can use
+        with contextlib.suppress(libvirt.libvirtError, KeyError):
             memory = int(self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS,
                                                   0)["total"]) * 1024
-        except (libvirt.libvirtError, KeyError):
-            pass
         local = self.uri.startswith(("qemu:///", "test:///")) or "//localhost/" in self.uri
         return HostInfo(memory, int(info[2]), hostname, local)
 
@@ -328,13 +326,6 @@ class Hypervisor:
     def pool_names(self) -> list[str]:
         with translated("cannot list storage pools"):
             return [p.name() for p in self.conn.listAllStoragePools(0)]
-
-    def pool_path_of(self, name: str) -> str | None:
-        with translated("cannot list storage pools"):
-            for pool in self.conn.listAllStoragePools(0):
-                if pool.name() == name:
-                    return ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
-        return None
 
     def all_pool_paths(self) -> dict[str, tuple[str, str]]:
         """Pool target path -> (pool name, uuid), for collision checks."""
@@ -498,12 +489,6 @@ class Hypervisor:
                     return "missing"
                 raise
 
-    def shutdown_domain(self, name: str) -> None:
-        with translated(f"cannot shut down {name}"):
-            dom = self.conn.lookupByName(name)
-            if dom.isActive():
-                dom.shutdown()
-
     def stop_domain(self, name: str, timeout: float) -> str:
         """Graceful shutdown (ACPI) for up to `timeout` seconds, then destroy.
         Returns how it stopped: "already off", "shut down" or "destroyed"."""
@@ -573,14 +558,6 @@ class Hypervisor:
             if dom.isActive():
                 flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "labvirt", NS, flags)
-
-    def domain_stats(self) -> dict[str, dict[str, Any]]:
-        """Per-domain state and block allocation in one call (for `status`)."""
-        with translated("cannot read domain statistics"):
-            stats = self.conn.getAllDomainStats(
-                libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BLOCK, 0)
-        return {dom.name(): dict(values) for dom, values in stats}
-
 
 def _mask_to_prefix(mask: str) -> int:
     return sum(bin(int(p)).count("1") for p in mask.split(".") if p.isdigit())
