@@ -587,19 +587,22 @@ def _snap_progress(fmt: str) -> Any:
               help="Seconds to wait for a graceful shutdown before forcing the node off.")
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--no-wait", is_flag=True, help="Do not wait for restarted nodes' ssh.")
+@click.option("--live", is_flag=True,
+              help="Internal snapshot of disks and memory of running BIOS nodes, restored "
+                   "without a reboot (not for UEFI nodes).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context
 def snapshot_create(ctx: click.Context, name: str, nodes: tuple[str, ...], stack: str | None,
                     description: str, shutdown_timeout: float, workers: int, no_wait: bool,
-                    fmt: str) -> None:
+                    live: bool, fmt: str) -> None:
     """Snapshot the lab (or a stack, or NODES) as NAME."""
     from labvirt.ops import snapshot as snap
 
     report = snap.create(_session(ctx), name, stack=stack, nodes=nodes,
                          description=description, workers=workers,
                          shutdown_timeout=shutdown_timeout, wait=not no_wait,
-                         progress=_snap_progress(fmt))
+                         progress=_snap_progress(fmt), live=live)
     _snapshot_report(report, fmt)
     if not report.ok:
         ctx.exit(1)
@@ -653,13 +656,13 @@ def snapshot_list(ctx: click.Context, fmt: str) -> None:
         out.print("no snapshots", markup=False)
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("name", "created", "nodes", "description"):
+    for col in ("name", "kind", "created", "nodes", "description"):
         table.add_column(col)
     for r in rows:
         nodes = f"{len(r['nodes'])}"
         if r["incomplete"]:
             nodes += f" (incomplete: {', '.join(r['incomplete'])})"
-        table.add_row(r["name"], r["created"] or "-", nodes, r["description"] or "")
+        table.add_row(r["name"], r["kind"], r["created"] or "-", nodes, r["description"] or "")
     out.print(table)
 
 

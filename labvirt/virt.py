@@ -550,6 +550,34 @@ class Hypervisor:
                     raise
                 dom.undefineFlags(flags & ~libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
+    # --- internal snapshots (live: disk and memory inside the qcow2 top layer) -------------
+
+    def create_internal_snapshot(self, domain: str, name: str, description: str) -> None:
+        xml = (f"<domainsnapshot><name>{_xml_escape(name)}</name><description>"
+               f"{_xml_escape(description)}</description></domainsnapshot>")
+        with translated(f"cannot take a live snapshot of {domain}"):
+            self.conn.lookupByName(domain).snapshotCreateXML(xml, 0)
+
+    def revert_internal_snapshot(self, domain: str, name: str) -> None:
+        with translated(f"cannot revert {domain} to its live snapshot {name}"):
+            dom = self.conn.lookupByName(domain)
+            dom.revertToSnapshot(dom.snapshotLookupByName(name, 0),
+                                 libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+
+    def delete_internal_snapshot(self, domain: str, name: str) -> None:
+        with translated(f"cannot delete the live snapshot {name} of {domain}"):
+            try:
+                dom = self.conn.lookupByName(domain)
+                dom.snapshotLookupByName(name, 0).delete(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                                libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT):
+                    raise
+
+    def internal_snapshots(self, domain: str) -> list[str]:
+        with translated(f"cannot list the snapshots of {domain}"):
+            return list(self.conn.lookupByName(domain).snapshotListNames(0))
+
     def set_node_metadata(self, name: str, xml: str) -> None:
         """Replace labvirt's metadata element (stack/role moved) without redefining."""
         with translated(f"cannot update metadata of {name}"):

@@ -68,6 +68,37 @@ def connected(lab: Lab, hv: Hypervisor | None) -> Iterator[Hypervisor]:
         yield own
 
 
+def live_name(name: str) -> str:
+    """The libvirt name of a live (internal) snapshot."""
+    return f"labvirt-{name}"
+
+
+def _check_live(lab: Lab, doms: dict[str, ObservedDomain]) -> None:
+    if lab.uefi:
+        raise InputError(
+            "--live needs BIOS firmware: libvirt 9.0 refuses internal snapshots of UEFI nodes",
+            "take an overlay snapshot (without --live), or set uefi: false in the layout")
+    off = sorted(h for h, d in doms.items() if not d.running)
+    if off:
+        raise InputError(f"--live snapshots running nodes; not running: {', '.join(off)}",
+                         "start them with `labvirt up`, or snapshot without --live")
+
+
+def _check_no_live(state: LabState, nodes: tuple[Node, ...], what: str) -> None:
+    """Overlay operations move a disk to a new top; internal snapshots live inside the old
+    one. Never mix the kinds on a node (libvirt would revert onto a frozen layer)."""
+    hosts = {n.hostname for n in nodes}
+    clash = {name: sorted(hosts & set(rec.get("layers", {})))
+             for name, rec in state.snapshots.items() if rec.get("kind") == "live"}
+    clash = {k: v for k, v in clash.items() if v}
+    if clash:
+        names = ", ".join(sorted(clash))
+        nodes_ = ", ".join(sorted({h for v in clash.values() for h in v}))
+        raise InputError(
+            f"{nodes_} have live snapshots ({names}); {what} would strand them",
+            f"delete them first: labvirt snapshot delete {sorted(clash)[0]}")
+
+
 def _check_name(name: str) -> None:
     if not HOSTNAME_RE.match(name):
         raise InputError(f"{name!r} is not a valid snapshot name",
@@ -173,7 +204,9 @@ def create(session: Session, name: str, *, stack: str | None = None,
            nodes: tuple[str, ...] = (), description: str = "", workers: int = 4,
            shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, wait: bool = True,
            timeout: float = 300.0, progress: Progress | None = None,
-           hv: Hypervisor | None = None) -> SnapshotReport:
+           hv: Hypervisor | None = None, live: bool = False) -> SnapshotReport:
+    """An overlay snapshot (nodes stopped, disks frozen, restarted), or with `live` an
+    internal snapshot of disks and memory of running BIOS nodes, restored without reboot."""
     _check_name(name)
     say = progress or (lambda _n, _m: None)
     t0 = time.monotonic()
@@ -196,12 +229,23 @@ def create(session: Session, name: str, *, stack: str | None = None,
             pool = obs.pool(lab.pool_name)
             existing = {v.name for v in pool.volumes} if pool else set()
             doms = {n.hostname: _owned(lab, obs, n) for n in chosen}
+            if live:
+                _check_live(lab, doms)
+            else:
+                _check_no_live(state, chosen, "an overlay snapshot")
             frozen: dict[str, dict[str, str]] = {}
             running: list[str] = []
 
             def work(node: Node) -> NodeOutcome:
                 def body(out: NodeOutcome) -> None:
                     dom = doms[node.hostname]
+                    if live:
+                        say(node.hostname, "taking a live snapshot")
+                        hv.create_internal_snapshot(node.domain, live_name(name), description)
+                        frozen[node.hostname] = _tops(node, dom)
+                        running.append(node.hostname)
+                        out.steps.append("disk and memory saved")
+                        return
                     was_running = dom.running
                     say(node.hostname, "stopping")
                     out.steps.append(hv.stop_domain(node.domain, shutdown_timeout))
@@ -222,7 +266,8 @@ def create(session: Session, name: str, *, stack: str | None = None,
             outcomes = _run_parallel(lab, chosen, work, workers)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             record = record or {
-                "created": now, "description": description, "kind": "overlay",
+                "created": now, "description": description,
+                "kind": "live" if live else "overlay",
                 "nodes": [], "layers": {}, "stacks": {}, "running": [],
             }
             for host, layers in frozen.items():
@@ -236,7 +281,7 @@ def create(session: Session, name: str, *, stack: str | None = None,
             if record["layers"]:
                 state.snapshots[name] = record
                 session.store.save(state)
-            if wait:
+            if wait and not live:
                 _wait(session, lab, hv,
                       [lab.node(h) for h in running if outcomes[h].ok], outcomes, timeout)
     report = SnapshotReport(name, "create", outcomes, time.monotonic() - t0, collected)
@@ -272,6 +317,17 @@ def restore(session: Session, name: str, *, stack: str | None = None,
             pool = obs.pool(lab.pool_name)
             existing = {v.name for v in pool.volumes} if pool else set()
             doms = {n.hostname: _owned(lab, obs, n) for n in chosen}
+            live = record.get("kind") == "live"
+            if live:
+                moved = [n.hostname for n in chosen
+                         if _tops(n, doms[n.hostname]) != record["layers"][n.hostname]]
+                if moved:
+                    raise InputError(
+                        f"live snapshot {name!r}: the disks of {', '.join(moved)} moved to "
+                        "other layers since (an overlay snapshot or restore)",
+                        f"delete it (labvirt snapshot delete {name}) and take a new one")
+            else:
+                _check_no_live(state, chosen, "an overlay restore")
             for node in chosen:
                 roles = {d.role for d in node.disks}
                 if set(record["layers"][node.hostname]) != roles:
@@ -286,12 +342,17 @@ def restore(session: Session, name: str, *, stack: str | None = None,
                             f"snapshot {name!r}: layer {vol} of {node.hostname} ({role}) is "
                             "gone (was the node recreated?)",
                             f"delete the snapshot: labvirt snapshot delete {name}")
-            live = [h for h, d in doms.items() if d.running]
-            if live and confirm is not None and not confirm(live):
+            running_now = [h for h, d in doms.items() if d.running]
+            if running_now and confirm is not None and not confirm(running_now):
                 raise InputError("restore cancelled; nothing was changed")
 
             def work(node: Node) -> NodeOutcome:
                 def body(out: NodeOutcome) -> None:
+                    if live:
+                        say(node.hostname, "reverting disk and memory")
+                        hv.revert_internal_snapshot(node.domain, live_name(name))
+                        out.steps.append("reverted, running")
+                        return
                     say(node.hostname, "stopping")
                     hv.destroy_domain(node.domain)
                     out.steps.append("stopped")
@@ -309,11 +370,43 @@ def restore(session: Session, name: str, *, stack: str | None = None,
 
             outcomes = _run_parallel(lab, chosen, work, workers)
             collected = collect_garbage(lab, hv, session.load_state())
-            if wait:
+            if live:
+                _set_clocks(session, lab, [n for n in chosen if outcomes[n.hostname].ok
+                                           and n.boot == "image"], outcomes)
+            elif wait:
                 started = [n for n in chosen if outcomes[n.hostname].ok
                            and "started" in outcomes[n.hostname].steps]
                 _wait(session, lab, hv, started, outcomes, timeout)
     return SnapshotReport(name, "restore", outcomes, time.monotonic() - t0, collected)
+
+
+def _set_clocks(session: Session, lab: Lab, nodes: list[Node],
+                outcomes: dict[str, NodeOutcome]) -> None:
+    """A guest reverted with its memory believes it is still the snapshot's time."""
+    from labvirt.ops.guests import lab_access
+    from labvirt.sshclient import run
+
+    if not nodes:
+        return
+    access = lab_access(session, lab)
+
+    def one(node: Node) -> None:
+        t0 = time.monotonic()
+        try:
+            result = run(access.target(lab, node),
+                         f"sudo -n date -u -s @{int(time.time())} >/dev/null", timeout=30)
+        except LabvirtError as exc:
+            outcomes[node.hostname].error = f"reverted, but the clock was not set: {exc.message}"
+            return
+        if result.exit_status != 0:
+            outcomes[node.hostname].error = (f"reverted, but setting the clock failed: "
+                                             f"{result.stderr.strip()}")
+        else:
+            outcomes[node.hostname].steps.append("clock set")
+            outcomes[node.hostname].ready_seconds = time.monotonic() - t0
+
+    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as ex:
+        list(ex.map(one, nodes))
 
 
 def _known(lab: Lab, host: str) -> bool:
@@ -333,10 +426,14 @@ def delete(session: Session, name: str, hv: Hypervisor | None = None) -> list[st
     with session.store.locked(f"snapshot delete {name}"):
         state = session.load_state()
         lab = session.lab(state)
-        _record(state, name)
-        del state.snapshots[name]
-        session.store.save(state)
+        record = _record(state, name)
         with connected(lab, hv) as hv:
+            if record.get("kind") == "live":
+                for host in record.get("layers", {}):
+                    if _known(lab, host):
+                        hv.delete_internal_snapshot(lab.node(host).domain, live_name(name))
+            del state.snapshots[name]
+            session.store.save(state)
             return collect_garbage(lab, hv, state)
 
 

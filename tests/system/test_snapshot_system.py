@@ -113,3 +113,32 @@ def test_a_killed_restore_is_finished_by_running_it_again(clean_snapshot):
     assert _read(lab, *nodes) == {n: ["clean", "clean"] for n in nodes}
     assert _orphans(lab) == []
     assert json.loads(lab.run("status", "--format", "json").stdout)[0]["state"] == "running"
+
+
+def test_live_snapshot_brings_back_disk_and_memory_without_a_reboot(clean_snapshot):
+    lab = clean_snapshot
+    node = "oc0-ceph-5"
+    probe = ("cat /proc/sys/kernel/random/boot_id; cat /persist/marker; cat /tmp/in-memory; "
+             "date +%s")
+    lab.run("exec", node, "--", "echo live > /persist/marker && echo live > /tmp/in-memory "
+                                "&& sync")
+    boot_id = _exec_lines(lab, node, probe)[0]
+    lab.run("snapshot", "create", "warm", node, "--live")
+    try:
+        time.sleep(3)  # the guest clock must be set right after the revert, not left behind
+        lab.run("exec", node, "--", "echo changed > /persist/marker && echo changed > "
+                                    "/tmp/in-memory && sync")
+        restored = json.loads(lab.run("snapshot", "restore", "warm", "--yes", "--format",
+                                      "json").stdout)
+        assert restored["nodes"][node]["steps"] == ["reverted, running", "clock set"]
+        after = _exec_lines(lab, node, probe)
+        assert after[:3] == [boot_id, "live", "live"]  # same boot, disk and memory back
+        assert abs(int(after[3]) - time.time()) < 10
+    finally:
+        lab.run("snapshot", "delete", "warm", check=False)
+
+
+def _exec_lines(lab, node: str, command: str) -> list[str]:
+    rows = json.loads(lab.run("exec", node, "--format", "json", "--", command).stdout)
+    assert rows[0]["exit_status"] == 0, rows
+    return rows[0]["stdout"].split()

@@ -562,3 +562,57 @@ def test_restore_refuses_a_node_whose_disks_changed(lab):
     assert "oc0-ceph-4 has other disks now (osd-0, root) than when it was taken" in \
         err.value.message
     assert definitions(lab) == before
+
+
+# --- live (internal) snapshots -----------------------------------------------------------------
+
+
+def test_live_snapshot_of_running_nodes_and_its_bookkeeping(lab):
+    lab.hv.start_domain("lab-oc0-ceph-4")
+    with pytest.raises(InputError, match="not running: oc0-ceph-3"):
+        snapshot.create(lab.session, "warm", nodes=("oc0-ceph-4", "oc0-ceph-3"), hv=lab.hv,
+                        live=True)
+    before = all_sources(lab)
+    report = snapshot.create(lab.session, "warm", nodes=("oc0-ceph-4",), hv=lab.hv, live=True)
+    assert report.ok and report.nodes["oc0-ceph-4"].steps == ["disk and memory saved"]
+    assert lab.hv.internal_snapshots("lab-oc0-ceph-4") == ["labvirt-warm"]
+    assert all_sources(lab) == before  # no layer moved, the node never stopped
+    assert lab.hv.domain_state("lab-oc0-ceph-4") == "running"
+    rec = lab.session.load_state().snapshots["warm"]
+    assert rec["kind"] == "live" and rec["nodes"] == ["oc0-ceph-4"]
+    assert snapshot.listing(lab.session)[0]["kind"] == "live"
+
+    restored = snapshot.restore(lab.session, "warm", hv=lab.hv, confirm=lambda _: True)
+    assert restored.ok and restored.nodes["oc0-ceph-4"].steps == ["reverted, running"]
+    assert lab.hv.domain_state("lab-oc0-ceph-4") == "running"
+
+    # overlay operations would strand the internal snapshot: refused, nothing changes
+    for op in (lambda: snapshot.create(lab.session, "cold", hv=lab.hv),
+               lambda: snapshot.create(lab.session, "cold", stack="dcn0", hv=lab.hv)):
+        with pytest.raises(InputError, match=r"oc0-ceph-4 have live snapshots \(warm\)"):
+            op()
+    assert all_sources(lab) == before
+    snapshot.create(lab.session, "cold", stack="dcn1", hv=lab.hv)  # other nodes are free
+
+    snapshot.delete(lab.session, "warm", hv=lab.hv)
+    assert lab.hv.internal_snapshots("lab-oc0-ceph-4") == []
+    assert snapshot.create(lab.session, "cold2", stack="dcn0", hv=lab.hv).ok
+
+
+def test_live_snapshots_need_bios_firmware(lab):
+    lab.hv.start_domain("lab-oc0-ceph-4")
+    lab.relayer({"uefi": True})
+    with pytest.raises(InputError, match="--live needs BIOS firmware"):
+        snapshot.create(lab.session, "warm", nodes=("oc0-ceph-4",), hv=lab.hv, live=True)
+    assert lab.hv.internal_snapshots("lab-oc0-ceph-4") == []
+
+
+def test_a_live_snapshot_whose_disks_moved_is_refused(lab):
+    lab.hv.start_domain("lab-oc0-ceph-4")
+    snapshot.create(lab.session, "warm", nodes=("oc0-ceph-4",), hv=lab.hv, live=True)
+    # an interrupted overlay operation (by hand here) moved the node to another layer
+    state = lab.session.load_state()
+    state.snapshots["warm"]["layers"]["oc0-ceph-4"]["root"] = "lab-oc0-ceph-4.s9.qcow2"
+    lab.session.store.save(state)
+    with pytest.raises(InputError, match="moved to other layers"):
+        snapshot.restore(lab.session, "warm", hv=lab.hv, confirm=lambda _: True)
