@@ -642,8 +642,7 @@ def build_tiny_image(
                 out = cache_dir / f"tiny-{version}"
                 kernel, initrd = out / "vmlinuz", out / "initrd.img"
                 if kernel.exists() and initrd.exists():
-                    say(f"tiny image {version} is cached in {out}")
-                    return TinyImage(kernel, initrd, CMDLINE, version)
+                    return TinyImage(kernel, initrd, CMDLINE, version)  # cached: say nothing
 
         kernel_pkg = debs[0].name.split("_")[0]
         match = KERNEL_PACKAGE_RE.match(kernel_pkg)

@@ -230,19 +230,11 @@ class Preflight:
 
 
 def preflight(lab: Lab, hv: Hypervisor, prepared: Prepared, plan: Plan) -> Preflight:
-    """Refuse, with numbers, what cannot work: memory, disk, emulator, pool path, ports."""
+    """Refuse, with numbers, what cannot work: disk, emulator, pool path, ports (memory is
+    checked earlier, by memory_check)."""
     result = Preflight()
     host = hv.host()
     to_start = {a.node for a in plan.actions if a.kind == "start-domain"}
-    if to_start:
-        need = sum(lab.node(h).memory_kib * 1024 for h in to_start)
-        running = sum(n.memory_kib * 1024 for n in lab.nodes if n.hostname not in to_start
-                      and n.boot == "image")
-        total = need + running
-        if total > host.memory_bytes * 0.9:
-            result.problems.append(
-                f"the lab needs {total / GB:.1f} GB of RAM, the host has "
-                f"{host.memory_bytes / GB:.1f} GB; try -f overrides/tiny.yml (256 MiB nodes)")
     if host.is_local and not lab.uri.startswith("test:"):
         creating = any(a.kind in ("create-volume", "upload") for a in plan.actions)
         if creating:
@@ -280,9 +272,10 @@ def preflight(lab: Lab, hv: Hypervisor, prepared: Prepared, plan: Plan) -> Prefl
     return result
 
 
-def memory_check(lab: Lab, hv: Hypervisor) -> None:
-    """Refuse at once, with the numbers, a lab whose running nodes do not fit the host."""
-    running = {d.name for d in hv.observe().domains if d.running}
+def memory_check(lab: Lab, hv: Hypervisor, obs: Observed) -> None:
+    """Refuse at once, with the numbers, a lab whose running nodes do not fit the host:
+    the image-boot nodes (which up starts) and whatever else of the lab is running."""
+    running = {d.name for d in obs.domains if d.running}
     need = sum(n.memory_kib * 1024 for n in lab.nodes
                if n.boot == "image" or n.domain in running)
     host = hv.host()
@@ -316,9 +309,10 @@ class UpResult:
 
 
 def compute_plan(session: Session, hv: Hypervisor, lab: Lab, recreate: tuple[str, ...] = (),
-                 progress: Callable[[str], None] | None = None) -> tuple[Plan, Prepared]:
+                 progress: Callable[[str], None] | None = None,
+                 obs: Observed | None = None) -> tuple[Plan, Prepared]:
+    obs = obs or hv.observe((lab.pool_name,))
     prepared = prepare(session, lab, hv, progress)
-    obs = hv.observe((lab.pool_name,))
     routes = host_routes() if hv.host().is_local and not lab.uri.startswith("test:") else ()
     plan = make_plan(lab, obs, prepared.provision, recreate=recreate, host_routes=routes,
                      trusted_uploads=trusted_uploads(lab, obs), pool_paths=hv.all_pool_paths())
@@ -353,8 +347,9 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
         own = hv is None
         hv = hv or Hypervisor(lab.uri)
         try:
-            memory_check(lab, hv)  # before anything is built or uploaded
-            plan, prepared = compute_plan(session, hv, lab, recreate, note)
+            obs = hv.observe((lab.pool_name,))
+            memory_check(lab, hv, obs)  # before anything is built or uploaded
+            plan, prepared = compute_plan(session, hv, lab, recreate, note, obs)
             _raise_conflicts(plan)
             checks = preflight(lab, hv, prepared, plan)
             if checks.problems:

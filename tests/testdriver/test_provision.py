@@ -161,3 +161,18 @@ def test_plan_changes_nothing(tdlab):
     assert {"create-network", "create-pool", "create-volume", "define-domain"} <= kinds
     _, doms, nets = _lab_objects(tdlab)
     assert doms == [] and nets == []
+
+
+def test_a_lab_too_big_for_the_host_is_refused_with_numbers_before_anything(tdlab):
+    session = tdlab.relayer({"labvirt": {"boot": "image", "image": "tiny",
+                                         "nodes": {"undercloud": {"boot": "image"}},
+                                         "resize": {"memory": "64GiB"}}})
+    host = tdlab.hv.host().memory_bytes / 1000**3
+    with pytest.raises(InputError) as err:
+        provision.up(session, hv=tdlab.hv)
+    assert err.value.render().startswith(
+        f"error: preflight failed: the lab needs {10 * 64 * 1.073741824:.1f} GB of RAM, "
+        f"the host has {host:.1f} GB")
+    assert "overrides/tiny.yml" in err.value.hint
+    _, doms, nets = _lab_objects(tdlab)
+    assert doms == [] and nets == []
