@@ -163,7 +163,7 @@ def make_plan(
     for net in lab.networks:
         view = network_view(lab, net)
         have = obs.network(net.libvirt_name)
-        if have is not None and (have.owner is None or have.owner.lab != lab.name):
+        if have is not None and not have.ours(lab.name):
             plan.conflicts.append(
                 f"network {net.libvirt_name} already exists and is not this lab's "
                 f"({_whose(have.owner)}); labvirt will not touch it. Give this lab another "
@@ -232,7 +232,7 @@ def make_plan(
     recreate_set = set(recreate)
     for node in lab.nodes:
         dom = obs.domain(node.domain)
-        if dom is not None and (dom.owner is None or dom.owner.lab != lab.name):
+        if dom is not None and not dom.ours(lab.name):
             plan.conflicts.append(
                 f"domain {node.domain} already exists and is not this lab's "
                 f"({_whose(dom.owner)}); labvirt will not touch it. Set vm_prefix in the "

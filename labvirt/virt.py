@@ -100,6 +100,10 @@ class ObservedDomain:
     def running(self) -> bool:
         return self.state in ("running", "paused", "shutting-down")
 
+    def ours(self, lab: str) -> bool:
+        """Carries labvirt's metadata for this lab: the only domains labvirt may change."""
+        return self.owner is not None and self.owner.lab == lab
+
     def disk_volumes(self) -> dict[str, str]:
         """Target device -> volume name, for disks that use a pool volume."""
         out = {}
@@ -150,6 +154,9 @@ class ObservedNetwork:
     bridge: str | None
     addresses: tuple[str, ...]  # "ip/prefix" of <ip> elements
     owner: Owner | None
+
+    def ours(self, lab: str) -> bool:
+        return self.owner is not None and self.owner.lab == lab
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ def trusted_uploads(lab: Lab, obs: Observed) -> frozenset[str]:
     pool = lab.pool_path.rstrip("/") + "/"
     names = set()
     for dom in obs.domains:
-        if dom.owner is None or dom.owner.lab != lab.name:
+        if not dom.ours(lab.name):
             continue
         root = ET.fromstring(dom.xml)
         for tag in ("kernel", "initrd"):
@@ -433,7 +433,7 @@ def status(session: Session, hv: Hypervisor | None = None) -> list[NodeStatus]:
         dom = obs.domain(node.domain)
         if dom is None:
             st = "missing"
-        elif dom.owner is None or dom.owner.lab != lab.name:
+        elif not dom.ours(lab.name):
             st = "not-ours"
         else:
             st = dom.state
@@ -469,7 +469,7 @@ def down(session: Session, hv: Hypervisor | None = None,
         hv = hv or Hypervisor(lab.uri)
         try:
             obs = hv.observe((lab.pool_name,))
-            doomed = [d.name for d in obs.domains if d.owner and d.owner.lab == lab.name]
+            doomed = [d.name for d in obs.domains if d.ours(lab.name)]
 
             def remove(name: str) -> str:
                 say(f"removing domain {name}")
@@ -498,7 +498,7 @@ def down(session: Session, hv: Hypervisor | None = None,
                 else:
                     result.kept.append(f"pool {lab.pool_name} (holds files that are not labvirt's)")
             for net in obs.networks:
-                if net.owner is None or net.owner.lab != lab.name:
+                if not net.ours(lab.name):
                     continue
                 say(f"removing network {net.name}")
                 hv.remove_network(net.name)

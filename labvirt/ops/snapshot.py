@@ -109,7 +109,7 @@ def _owned(lab: Lab, obs: Observed, node: Node) -> ObservedDomain:
     dom = obs.domain(node.domain)
     if dom is None:
         raise InputError(f"node {node.hostname} has no domain yet", "run `labvirt up` first")
-    if dom.owner is None or dom.owner.lab != lab.name:
+    if not dom.ours(lab.name):
         raise InputError(f"domain {node.domain} is not this lab's; labvirt will not touch it")
     return dom
 
@@ -123,7 +123,7 @@ def _tops(node: Node, dom: ObservedDomain) -> dict[str, str]:
 def _referenced(lab: Lab, obs: Observed, state: LabState) -> set[str]:
     keep: set[str] = set()
     for dom in obs.domains:
-        if dom.owner is not None and dom.owner.lab == lab.name:
+        if dom.ours(lab.name):
             keep |= set(dom.disk_volumes().values())
     for rec in state.snapshots.values():
         for layers in rec.get("layers", {}).values():
