@@ -542,6 +542,21 @@ def exec_(ctx: click.Context, stack: str | None, workers: int, fmt: str,
         ctx.exit(1)
 
 
+@cli.command()
+@click.argument("node")
+@click.option("-n", "--lines", type=click.IntRange(1, 10000), default=40, show_default=True)
+@click.pass_context
+def console(ctx: click.Context, node: str, lines: int) -> None:
+    """Print the tail of NODE's serial console log (boot messages, kernel panics)."""
+    from labvirt.ops.provision import console_tail
+    from labvirt.virt import Hypervisor
+
+    lab = _session(ctx).lab()
+    lab.node(node)  # a clear error for an unknown name
+    with Hypervisor(lab.uri) as hv:
+        click.echo(console_tail(lab, hv, node, lines))
+
+
 @cli.group()
 def snapshot() -> None:
     """Lab snapshots: the whole lab, one stack, or chosen nodes."""

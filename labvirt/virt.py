@@ -427,8 +427,17 @@ class Hypervisor:
                 p.refresh(0)  # fails while other uploads to the pool are running
 
     def download_volume(self, pool: str, name: str, limit: int | None = None) -> bytes:
+        """A volume's content (its last `limit` bytes), through a libvirt stream."""
         with translated(f"cannot read volume {name}"):
-            vol = self._pool(pool).storageVolLookupByName(name)
+            p = self._pool(pool)
+            try:
+                vol = p.storageVolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if not is_missing(exc):
+                    raise
+                # files libvirt itself created (console logs) appear after a refresh
+                p.refresh(0)
+                vol = p.storageVolLookupByName(name)
             size = vol.info()[1]
             start = 0 if limit is None or limit >= size else size - limit
             stream = self.conn.newStream(0)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
-              qemu-system-x86 qemu-utils ovmf libxml2-utils dpkg-dev)
+              qemu-system-x86 qemu-utils ovmf libxml2-utils dpkg-dev openssh-client)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -514,9 +514,12 @@ def down(session: Session, hv: Hypervisor | None = None,
 
 
 def console_tail(lab: Lab, hv: Hypervisor, hostname: str, lines: int = 20) -> str:
+    """The end of a node's serial console log, read through the storage API (so it works
+    for remote hypervisors too)."""
     node = lab.node(hostname)
     try:
-        data = hv.download_volume(lab.pool_name, console_log_name(node), limit=16384)
+        data = hv.download_volume(lab.pool_name, console_log_name(node),
+                                  limit=max(16384, lines * 200))
     except LabvirtError:
         return "(no console log)"
     text = data.decode(errors="replace").replace("\r", "")

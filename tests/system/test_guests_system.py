@@ -96,3 +96,18 @@ def test_a_wrong_host_key_is_refused(ready_lab):
         guests.lab_access(session, lab)  # known_hosts back to the real key
     assert run(guests.lab_access(session, lab).target(lab, node), "hostname").stdout.strip() \
         == "oc0-ceph-5"
+
+
+def test_console_shows_the_guest_boot(ready_lab):
+    out = ready_lab.run("console", "oc0-ceph-4", "--lines", "400").stdout
+    assert "labvirt-tiny: ready oc0-ceph-4" in out
+
+
+def test_a_node_that_is_not_ready_in_time_is_named_with_its_console(system_lab):
+    proc = system_lab.run("up", "--timeout", "1", "--workers", "8", check=False)
+    assert proc.returncode == 1
+    assert "not ssh-ready after 1 s" in proc.stdout
+    assert "console (last lines):" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # the lab itself is complete; a later up only waits
+    assert "nothing to do" in system_lab.run("up", "--no-wait").stdout
