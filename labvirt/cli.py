@@ -248,21 +248,24 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
 
 
 class _ProgressView:
-    """A rich progress display: one line per node, advancing with each finished action."""
+    """A rich progress display: one line per node, advancing with each finished action,
+    then with its ssh answering when `up` waits for it."""
 
-    def __init__(self, plan: Plan, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, plan: Plan, enabled: bool, wait: bool) -> None:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.fields[node]:<18}"), BarColumn(bar_width=20),
             TextColumn("{task.description}"), TimeElapsedColumn(),
             console=err, transient=False, disable=not enabled,
         )
-        self.tasks: dict[str | None, TaskID] = {}
         counts: dict[str | None, int] = {}
         for a in plan.actions:
-            counts[a.node] = counts.get(a.node, 0) + 1
-        for node, total in counts.items():
-            self.tasks[node] = self.progress.add_task("waiting", total=total, node=node or "lab")
+            counts[a.node] = counts.get(a.node, 0) + 1 + (wait and a.kind == "start-domain")
+        self.left = dict(counts)
+        self.wait = wait
+        self.tasks: dict[str | None, TaskID] = {
+            node: self.progress.add_task("waiting", total=total, node=node or "lab")
+            for node, total in counts.items()
+        }
 
     def __call__(self, event: Event) -> None:
         task = self.tasks.get(event.node)
@@ -270,12 +273,17 @@ class _ProgressView:
             return
         if event.status == "start":
             self.progress.update(task, description=f"{event.action} {event.target}")
-        elif event.status == "done":
-            self.progress.update(task, advance=1, description="done"
-                                 if self.progress.tasks[task].completed + 1
-                                 >= (self.progress.tasks[task].total or 0) else event.action)
-        else:
+        elif event.status == "failed":
             self.progress.update(task, description=f"[red]failed[/] {event.action}")
+        else:
+            self.left[event.node] -= 1
+            if event.action == "start-domain" and self.wait:
+                text = "waiting for ssh"
+            elif self.left[event.node] <= 0:
+                text = "ssh ready" if event.action == "wait-ssh" else "done"
+            else:
+                text = event.action
+            self.progress.update(task, advance=1, description=text)
 
 
 @cli.command()
@@ -309,7 +317,8 @@ def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: in
 
     def on_plan(plan: Plan) -> None:
         nonlocal view
-        view = _ProgressView(plan, enabled=fmt == "table" and err.is_terminal)
+        view = _ProgressView(plan, enabled=fmt == "table" and err.is_terminal,
+                             wait=not no_wait)
         view.progress.start()
 
     try:

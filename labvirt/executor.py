@@ -50,6 +50,8 @@ class NodeResult:
         if not self.done:
             return "unchanged"
         kinds = {d.split()[0] for d in self.done}
+        if "remove-domain" in kinds:
+            return "recreated"
         if "define-domain" in kinds and "start-domain" in kinds:
             return "created and started"
         if "define-domain" in kinds:

@@ -263,7 +263,9 @@ def preflight(lab: Lab, hv: Hypervisor, prepared: Prepared, plan: Plan) -> Prefl
                 f"QEMU for x86_64 with domain type {prepared.provision.domain_type} and machine "
                 f"{lab.machine} is not available; apt-get install qemu-system-x86")
         if lab.access == "forward":
-            for h in sorted(to_start):
+            # a node being rebuilt holds its own port until it is removed
+            rebuilt = {a.node for a in plan.actions if a.kind == "remove-domain"}
+            for h in sorted(to_start - rebuilt):
                 port = lab.node(h).ssh_port
                 if port is not None and not port_free(port):
                     result.problems.append(
