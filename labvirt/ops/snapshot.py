@@ -345,6 +345,7 @@ def restore(session: Session, name: str, *, stack: str | None = None,
             running_now = [h for h, d in doms.items() if d.running]
             if running_now and confirm is not None and not confirm(running_now):
                 raise InputError("restore cancelled; nothing was changed")
+            t0 = time.monotonic()  # time the restore, not the user's answer
 
             def work(node: Node) -> NodeOutcome:
                 def body(out: NodeOutcome) -> None:
