@@ -7,6 +7,7 @@ forwarded from 127.0.0.1 on a deterministic port.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ def endpoint(lab: Lab, node: Node) -> Endpoint:
     return Endpoint(str(node.ctlplane_ip), 22)
 
 
+def _config_path(path: Path) -> str:
+    """A path as ssh_config reads it: double-quoted when it holds whitespace."""
+    text = str(path)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def ssh_config(lab: Lab, key: Path, known_hosts: Path) -> str:
     lines = [f"# labvirt lab {lab.name}: ssh -F <this file> <node>", ""]
     for node in lab.nodes:
@@ -36,9 +43,9 @@ def ssh_config(lab: Lab, key: Path, known_hosts: Path) -> str:
             f"    HostName {ep.host}",
             f"    Port {ep.port}",
             f"    User {lab.ssh_user}",
-            f"    IdentityFile {key}",
+            f"    IdentityFile {_config_path(key)}",
             "    IdentitiesOnly yes",
-            f"    UserKnownHostsFile {known_hosts}",
+            f"    UserKnownHostsFile {_config_path(known_hosts)}",
             "    StrictHostKeyChecking yes",
             f"    HostKeyAlias {node.hostname}",
             "",
@@ -64,7 +71,8 @@ def hypervisor_inventory(lab: Lab, key: Path, known_hosts: Path) -> dict[str, An
             "ansible_port": ep.port,
             "ctlplane_ip": str(node.ctlplane_ip),
             "ansible_ssh_common_args": (
-                f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+                f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} "
+                "-o StrictHostKeyChecking=yes "
                 f"-o HostKeyAlias={node.hostname} -o IdentitiesOnly=yes"
             ),
         }

@@ -368,3 +368,18 @@ def test_a_stack_that_lost_its_nodes_leaves_no_deployable_files(tmp_path: Path) 
                          .read_text())["parameter_defaults"]
     assert env["HostnameMap"] == {"central-compute-novacompute-0": "oc0-ceph-3",
                                   "central-compute-novacompute-1": "oc0-ceph-4"}
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="openssh-client is not installed")
+def test_ssh_config_survives_a_state_dir_with_spaces(tmp_path: Path) -> None:
+    state = tmp_path / "my labs" / "state dir"
+    out = tmp_path / "out"
+    labvirt(*DEMO, "--state-dir", state, "inventory", "-o", out)
+    proc = subprocess.run(["ssh", "-G", "-F", str(out / "ssh_config"), "oc0-ceph-4"],
+                          capture_output=True, text=True, check=True)
+    options = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert options["identityfile"] == str(state / "glance-dcn" / "id_ed25519")
+    assert options["userknownhostsfile"] == str(state / "glance-dcn" / "known_hosts")
+    inv = yaml.safe_load((out / "hypervisor-inventory.yaml").read_text())
+    args = inv["all"]["hosts"]["oc0-ceph-4"]["ansible_ssh_common_args"]
+    assert f"-o UserKnownHostsFile='{state / 'glance-dcn' / 'known_hosts'}'" in args
