@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -218,13 +219,13 @@ def inventory(ctx: click.Context, stack: str | None, output_dir: Path | None, fm
             shown = w.path.relative_to(cwd)
         except ValueError:
             shown = w.path
-        out.print(f"{shown}  [dim]{w.what}[/]")
+        out.print(f"{escape(str(shown))}  [dim]{escape(w.what)}[/]")
 
 
 def _print_plan(plan: Plan) -> None:
     if plan.drift:
         for d in plan.drift:
-            out.print(f"[yellow]drift[/] {d.node}: {'; '.join(d.changes)}")
+            out.print(f"[yellow]drift[/] {escape(d.node)}: {escape('; '.join(d.changes))}")
         out.print("  apply with: labvirt up --recreate NODE... (rebuilds the node and its disks)")
     if plan.empty:
         out.print(f"lab {plan.lab}: nothing to do ({len(plan.unchanged)} nodes unchanged)",
@@ -362,10 +363,10 @@ def _render_report(result: UpResult, fmt: str) -> None:
         }, "json")
         return
     for d in plan.drift:
-        out.print(f"[yellow]drift[/] {d.node}: {'; '.join(d.changes)} "
+        out.print(f"[yellow]drift[/] {escape(d.node)}: {escape('; '.join(d.changes))} "
                   "(apply with --recreate NODE)")
     if report.shared_error:
-        out.print(f"[red]failed[/]: {report.shared_error}")
+        out.print(f"[red]failed[/]: {escape(report.shared_error)}")
     table = Table(box=None, pad_edge=False)
     for col in ("node", "result", "actions", "seconds", "ssh ready", "error"):
         table.add_column(col)
@@ -375,11 +376,11 @@ def _render_report(result: UpResult, fmt: str) -> None:
         ready_text = "-" if rd is None else (f"{rd.seconds:.1f} s" if rd.ready
                                              else "[red]no[/]")
         table.add_row(h, f"[{colour}]{r.summary}[/]", str(len(r.done)), f"{r.seconds:.1f}",
-                      ready_text, r.error or "")
+                      ready_text, escape(r.error or ""))
     out.print(table)
     for rd in result.readiness:
         if not rd.ready:
-            out.print(f"[red]{rd.node}[/]: {rd.message}", markup=False)
+            out.print(f"[red]{escape(rd.node)}[/]: {escape(rd.message)}")
     not_ready = {rd.node for rd in result.readiness if not rd.ready}
     failed = {h for h, r in report.nodes.items() if not r.ok} | not_ready
     changed = {h for h, r in report.nodes.items() if r.done} - failed
@@ -535,7 +536,7 @@ def exec_(ctx: click.Context, stack: str | None, workers: int, fmt: str,
     else:
         for o in outcomes:
             if o.result is None:
-                out.print(f"[red]== {o.node}: {o.error}[/]")
+                out.print(f"[red]== {o.node}: {escape(o.error or '')}[/]")
                 continue
             colour = "green" if o.ok else "red"
             out.print(f"[{colour}]== {o.node}: exit {o.result.exit_status}[/] "
@@ -588,7 +589,7 @@ def _snapshot_report(report: Any, fmt: str) -> None:
     for h, o in report.nodes.items():
         ready = "-" if o.ready_seconds is None else f"{o.ready_seconds:.1f} s"
         table.add_row(h, "[green]ok[/]" if o.ok else "[red]failed[/]", f"{o.seconds:.1f}",
-                      ready, o.error or ", ".join(o.steps))
+                      ready, escape(o.error or ", ".join(o.steps)))
     out.print(table)
     bad = [h for h, o in report.nodes.items() if not o.ok]
     out.print(f"snapshot {report.name}: {report.action} on {len(report.nodes)} node(s) in "
@@ -686,7 +687,8 @@ def snapshot_list(ctx: click.Context, fmt: str) -> None:
         nodes = f"{len(r['nodes'])}"
         if r["incomplete"]:
             nodes += f" (incomplete: {', '.join(r['incomplete'])})"
-        table.add_row(r["name"], r["kind"], r["created"] or "-", nodes, r["description"] or "")
+        table.add_row(r["name"], r["kind"], r["created"] or "-", escape(nodes),
+                      escape(r["description"] or ""))
     out.print(table)
 
 
