@@ -120,3 +120,16 @@ def test_a_node_that_is_not_ready_in_time_is_named_with_its_console(system_lab):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "1 changed, 1 failed" not in proc.stdout  # a failed node is not also "changed"
     assert "10 nodes: 0 changed, 1 failed, 9 unchanged" in proc.stdout
+
+
+def test_recreate_rebuilds_a_running_node_from_blank_disks(ready_lab):
+    node = "oc0-controller-2"
+    ready_lab.run("exec", node, "--", "echo before > /persist/marker && sync")
+    # its own forward port is busy until the old domain goes: that must not block it
+    report = json.loads(ready_lab.run("up", "--recreate", node, "--format", "json").stdout)
+    assert report["nodes"][node]["result"] == "recreated"
+    assert report["nodes"][node]["ssh_ready"] is True
+    assert {r["result"] for h, r in report["nodes"].items() if h != node} == {"unchanged"}
+    rows = json.loads(ready_lab.run("exec", node, "--format", "json", "--",
+                                    "cat /persist/marker || echo blank").stdout)
+    assert rows[0]["stdout"].split()[-1] == "blank"
