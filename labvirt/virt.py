@@ -13,10 +13,10 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -25,6 +25,8 @@ from labvirt.render import NS
 
 # libvirt prints every error to stderr by default; labvirt reports them itself.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+T = TypeVar("T")
 
 _QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
@@ -68,6 +70,16 @@ def translated(what: str) -> Iterator[None]:
         yield
     except libvirt.libvirtError as exc:
         raise LibvirtFailure(f"{what}: {exc.get_error_message() or exc}", _hint_for(exc)) from None
+
+
+def _or_none(lookup: Callable[[str], T], name: str) -> T | None:
+    """`lookup(name)`, or None when libvirt says the object does not exist."""
+    try:
+        return lookup(name)
+    except libvirt.libvirtError as exc:
+        if is_missing(exc):
+            return None
+        raise
 
 
 def is_missing(exc: Exception) -> bool:
@@ -358,12 +370,9 @@ class Hypervisor:
 
     def remove_network(self, name: str) -> None:
         with translated(f"cannot remove network {name}"):
-            try:
-                net = self.conn.networkLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if is_missing(exc):
-                    return
-                raise
+            net = _or_none(self.conn.networkLookupByName, name)
+            if net is None:
+                return
             if net.isActive():
                 net.destroy()
             net.undefine()
@@ -373,12 +382,8 @@ class Hypervisor:
     def ensure_pool(self, name: str, xml: str) -> None:
         """Define, build (mkdir) and start the pool; each step only when needed."""
         with translated(f"cannot create storage pool {name}"):
-            try:
-                pool = self.conn.storagePoolLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if not is_missing(exc):
-                    raise
-                pool = self.conn.storagePoolDefineXML(xml, 0)
+            pool = _or_none(self.conn.storagePoolLookupByName, name) \
+                or self.conn.storagePoolDefineXML(xml, 0)
             if not pool.isActive():
                 pool.build(0)
                 pool.create(0)
@@ -402,11 +407,9 @@ class Hypervisor:
         size = data.stat().st_size if isinstance(data, Path) else len(data)
         with translated(f"cannot upload volume {name} to pool {pool}"):
             p = self._pool(pool)
-            try:
-                p.storageVolLookupByName(name).delete(0)
-            except libvirt.libvirtError as exc:
-                if not is_missing(exc):
-                    raise
+            old = _or_none(p.storageVolLookupByName, name)
+            if old is not None:
+                old.delete(0)
             xml = (f"<volume><name>{_xml_escape(name)}</name><capacity unit='bytes'>{size}"
                    f"</capacity><target><format type='{fmt}'/></target></volume>")
             vol = p.createXML(xml, 0)
@@ -430,11 +433,8 @@ class Hypervisor:
         """A volume's content (its last `limit` bytes), through a libvirt stream."""
         with translated(f"cannot read volume {name}"):
             p = self._pool(pool)
-            try:
-                vol = p.storageVolLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if not is_missing(exc):
-                    raise
+            vol = _or_none(p.storageVolLookupByName, name)
+            if vol is None:
                 # files libvirt itself created (console logs) appear after a refresh
                 p.refresh(0)
                 vol = p.storageVolLookupByName(name)
@@ -455,11 +455,9 @@ class Hypervisor:
 
     def delete_volume(self, pool: str, name: str) -> None:
         with translated(f"cannot delete volume {name}"):
-            try:
-                self._pool(pool).storageVolLookupByName(name).delete(0)
-            except libvirt.libvirtError as exc:
-                if not is_missing(exc):
-                    raise
+            vol = _or_none(self._pool(pool).storageVolLookupByName, name)
+            if vol is not None:
+                vol.delete(0)
 
     def volume_path(self, pool: str, name: str) -> str:
         with translated(f"cannot find volume {name}"):
@@ -468,12 +466,9 @@ class Hypervisor:
     def remove_pool(self, name: str) -> bool:
         """Stop and remove the pool; its directory only when empty. False if it stays."""
         with translated(f"cannot remove storage pool {name}"):
-            try:
-                pool = self._pool(name)
-            except libvirt.libvirtError as exc:
-                if is_missing(exc):
-                    return True
-                raise
+            pool = _or_none(self._pool, name)
+            if pool is None:
+                return True
             if pool.isActive():
                 pool.refresh(0)
                 if pool.numOfVolumes() > 0:
@@ -534,12 +529,9 @@ class Hypervisor:
 
     def destroy_domain(self, name: str) -> None:
         with translated(f"cannot stop {name}"):
-            try:
-                dom = self.conn.lookupByName(name)
-            except libvirt.libvirtError as exc:
-                if is_missing(exc):
-                    return
-                raise
+            dom = _or_none(self.conn.lookupByName, name)
+            if dom is None:
+                return
             if dom.isActive():
                 try:
                     dom.destroy()
@@ -552,12 +544,9 @@ class Hypervisor:
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                  | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         with translated(f"cannot undefine {name}"):
-            try:
-                dom = self.conn.lookupByName(name)
-            except libvirt.libvirtError as exc:
-                if is_missing(exc):
-                    return
-                raise
+            dom = _or_none(self.conn.lookupByName, name)
+            if dom is None:
+                return
             try:
                 dom.undefineFlags(flags)
             except libvirt.libvirtError as exc:
