@@ -39,6 +39,8 @@ SEED_VOLUME_LABEL = "cidata"
 SEED_FILE_NAMES = ("meta-data", "user-data", "network-config")
 SUDO_NOPASSWD = "ALL=(ALL) NOPASSWD:ALL"
 HOST_KEY_TYPES = ("ed25519", "rsa", "ecdsa")
+DEFAULT_ROUTE4 = "0.0.0.0/0"
+DEFAULT_ROUTE6 = "::/0"
 
 # Every timestamp pycdlib writes into the ISO: 2024-01-01T00:00:00Z.
 ISO_EPOCH = 1_704_067_200.0
@@ -72,6 +74,7 @@ class SeedInterface:
     dhcp4: bool = False
     gateway4: str | None = None
     nameservers: tuple[str, ...] = ()
+    gateway6: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,16 @@ def _network_config(spec: SeedSpec) -> dict[str, Any]:
         if iface.addresses:
             entry["addresses"] = list(iface.addresses)
         entry["dhcp4"] = bool(iface.dhcp4)
+        # Default routes as 0.0.0.0/0 and ::/0, never `to: default`: cloud-init accepts the
+        # word `default` only since 25.3, and 22.4 (Debian 12) to 24.x (CentOS Stream, RHEL)
+        # reject the whole network-config for it ("Address default is not a valid ip network").
+        routes: list[dict[str, str]] = []
         if iface.gateway4:
-            entry["routes"] = [{"to": "default", "via": iface.gateway4}]
+            routes.append({"to": DEFAULT_ROUTE4, "via": iface.gateway4})
+        if iface.gateway6:
+            routes.append({"to": DEFAULT_ROUTE6, "via": iface.gateway6})
+        if routes:
+            entry["routes"] = routes
         if iface.nameservers:
             entry["nameservers"] = {"addresses": list(iface.nameservers)}
         ethernets[iface.name] = entry
