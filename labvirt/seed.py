@@ -156,6 +156,11 @@ def _user_data(spec: SeedSpec) -> dict[str, Any]:
         "users": users,
         "ssh_pwauth": False,
         "ssh_deletekeys": True,
+        # labvirt grows every root disk to the node's disksize; the guest grows its root
+        # partition and filesystem into it (cloud images do by default; said here so that an
+        # image whose cloud.cfg differs does it too).
+        "growpart": {"mode": "auto", "devices": ["/"]},
+        "resize_rootfs": True,
     }
     if spec.host_keys:
         unknown = sorted(set(spec.host_keys) - set(HOST_KEY_TYPES))

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
-              qemu-system-x86 qemu-utils ovmf libxml2-utils dpkg-dev openssh-client)
+              qemu-system-x86 qemu-utils ovmf libxml2-utils dpkg-dev openssh-client
+              libarchive-tools)  # bsdtar: the consumer tier reads seed ISOs with it
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -48,4 +49,7 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   done
   virsh -c qemu:///system version >/dev/null 2>&1 || { echo "setup: libvirtd did not answer" >&2; exit 1; }
 fi
+# real cloud-init versions for the consumer tier (Debian packages, cached by version)
+.venv/bin/python tests/consumer/cloudinit_env.py | sed 's/^/setup: /' \
+  || echo "setup: warning: some cloud-init versions could not be fetched" >&2
 echo "setup: ready"

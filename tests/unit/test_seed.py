@@ -79,6 +79,8 @@ def test_user_data() -> None:
     assert data["manage_etc_hosts"] is True
     assert data["ssh_pwauth"] is False
     assert data["ssh_deletekeys"] is True
+    assert data["growpart"] == {"mode": "auto", "devices": ["/"]}
+    assert data["resize_rootfs"] is True
     assert data["users"] == [
         {
             "name": "stack",
@@ -228,6 +230,8 @@ def test_hostile_values_round_trip(value: str) -> None:
         "users",
         "ssh_pwauth",
         "ssh_deletekeys",
+        "growpart",
+        "resize_rootfs",
         "ssh_keys",
     }
     assert data["hostname"] == value
