@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # libvirt and paramiko load only for the commands that need t
     from labvirt.plan import Plan
 
 FORMATS = click.Choice(["table", "json", "yaml"])
+TIMEOUT_HELP = ("Seconds to wait for each started node to be ready (ssh answers, cloud-init "
+                "done). Default: 300 for the tiny image, 900 for other images (600 on KVM).")
 # Not on a terminal (piped, captured in tests) tables keep full lines instead of 80 columns.
 _WIDTH = None if sys.stdout.isatty() else 250
 out = Console(highlight=False, width=_WIDTH)
@@ -274,6 +276,8 @@ class _ProgressView:
             return
         if event.status == "start":
             self.progress.update(task, description=f"{event.action} {event.target}")
+        elif event.status == "progress":  # a waiting node's boot stage or console line
+            self.progress.update(task, description=escape(event.message))
         elif event.status == "failed":
             self.progress.update(task, description=f"[red]failed[/] {event.action}")
         else:
@@ -294,13 +298,13 @@ class _ProgressView:
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Nodes handled in parallel.")
 @click.option("--no-wait", is_flag=True, help="Return once domains are started.")
-@click.option("--timeout", type=click.FloatRange(1), default=300, show_default=True,
-              help="Seconds to wait for each started node to answer ssh.")
+@click.option("--timeout", type=click.FloatRange(1), default=None,
+              help=TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context
 def up(ctx: click.Context, dry_run: bool, recreate: tuple[str, ...], workers: int,
-       no_wait: bool, timeout: float, fmt: str) -> None:
+       no_wait: bool, timeout: float | None, fmt: str) -> None:
     """Create or converge the lab: networks, pool, disks, domains."""
     from labvirt.ops import provision as provision_ops
 
@@ -358,7 +362,8 @@ def _render_report(result: UpResult, fmt: str) -> None:
                           "seconds": round(r.seconds, 3),
                           "ssh_ready": ready[h].ready if h in ready else None,
                           "ready_seconds": round(ready[h].seconds, 3) if h in ready else None,
-                          "ready_error": ready[h].message if h in ready else None}
+                          "ready_error": (ready[h].message or None) if h in ready else None,
+                          "ready_state": ready[h].state if h in ready else None}
                       for h, r in report.nodes.items()},
         }, "json")
         return
@@ -612,6 +617,7 @@ def _snap_progress(fmt: str) -> Any:
               help="Seconds to wait for a graceful shutdown before forcing the node off.")
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--no-wait", is_flag=True, help="Do not wait for restarted nodes' ssh.")
+@click.option("--timeout", type=click.FloatRange(1), default=None, help=TIMEOUT_HELP)
 @click.option("--live", is_flag=True,
               help="Internal snapshot of disks and memory of running BIOS nodes, restored "
                    "without a reboot (not for UEFI nodes).")
@@ -620,14 +626,14 @@ def _snap_progress(fmt: str) -> Any:
 @click.pass_context
 def snapshot_create(ctx: click.Context, name: str, nodes: tuple[str, ...], stack: str | None,
                     description: str, shutdown_timeout: float, workers: int, no_wait: bool,
-                    live: bool, fmt: str) -> None:
+                    timeout: float | None, live: bool, fmt: str) -> None:
     """Snapshot the lab (or a stack, or NODES) as NAME."""
     from labvirt.ops import snapshot as snap
 
     report = snap.create(_session(ctx), name, stack=stack, nodes=nodes,
                          description=description, workers=workers,
                          shutdown_timeout=shutdown_timeout, wait=not no_wait,
-                         progress=_snap_progress(fmt), live=live)
+                         timeout=timeout, progress=_snap_progress(fmt), live=live)
     _snapshot_report(report, fmt)
     if not report.ok:
         ctx.exit(1)
@@ -640,11 +646,13 @@ def snapshot_create(ctx: click.Context, name: str, nodes: tuple[str, ...], stack
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before resetting running nodes.")
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True)
 @click.option("--no-wait", is_flag=True, help="Do not wait for the nodes' ssh.")
+@click.option("--timeout", type=click.FloatRange(1), default=None, help=TIMEOUT_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.pass_context
 def snapshot_restore(ctx: click.Context, name: str, nodes: tuple[str, ...], stack: str | None,
-                     yes: bool, workers: int, no_wait: bool, fmt: str) -> None:
+                     yes: bool, workers: int, no_wait: bool, timeout: float | None,
+                     fmt: str) -> None:
     """Put the lab (or a stack, or NODES) back to snapshot NAME."""
     from labvirt.ops import snapshot as snap
 
@@ -659,7 +667,8 @@ def snapshot_restore(ctx: click.Context, name: str, nodes: tuple[str, ...], stac
                              f"to snapshot {name}?", err=True)
 
     report = snap.restore(_session(ctx), name, stack=stack, nodes=nodes, workers=workers,
-                          wait=not no_wait, progress=_snap_progress(fmt), confirm=confirm)
+                          wait=not no_wait, timeout=timeout, progress=_snap_progress(fmt),
+                          confirm=confirm)
     _snapshot_report(report, fmt)
     if not report.ok:
         ctx.exit(1)

@@ -28,7 +28,7 @@ class Event:
     node: str | None  # None: a shared object
     action: str
     target: str
-    status: str  # "start" | "done" | "failed"
+    status: str  # "start" | "progress" | "done" | "failed"
     message: str = ""
 
 

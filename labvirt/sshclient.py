@@ -22,7 +22,21 @@ class HostKeyMismatch(LabvirtError):
 
 
 class Unreachable(LabvirtError):
-    pass
+    """No ssh session could be had; the subclasses say why, so a wait can tell a node that
+    is still booting from one that will never let labvirt in."""
+
+
+class NotListening(Unreachable):
+    """Nothing accepts TCP on the node's ssh address (the domain or its forward is down)."""
+
+
+class NoSshAnswer(Unreachable):
+    """TCP is accepted but no ssh banner comes: sshd not started yet, or (through a QEMU
+    forward, which always accepts) no network inside the guest."""
+
+
+class AuthRefused(Unreachable):
+    """sshd answered with the right host key and refused labvirt's client key."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +91,26 @@ def connect(target: Target, timeout: float = 10.0) -> paramiko.SSHClient:
             "if the node was rebuilt outside labvirt, run `labvirt up --recreate "
             f"{target.node}`; otherwise something else answers on that address",
         ) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise AuthRefused(
+            f"{target.node}: ssh refuses labvirt's key {target.key_path} for user "
+            f"{target.user!r} ({exc})") from None
     except paramiko.SSHException as exc:
         client.close()
+        if "banner" in str(exc).lower():
+            raise NoSshAnswer(
+                f"{target.node}: {target.host}:{target.port} accepts connections but "
+                "nothing speaks ssh behind it") from None
         if "not found in known_hosts" in str(exc):
             raise HostKeyMismatch(
                 f"{target.node} ({target.host}:{target.port}) presented an unknown host key "
                 "type; refusing to connect") from None
         raise Unreachable(f"{target.node}: ssh failed: {exc}") from None
+    except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError):
+        client.close()
+        raise NotListening(
+            f"{target.node}: nothing listens on {target.host}:{target.port}") from None
     except (TimeoutError, OSError, EOFError) as exc:
         client.close()
         raise Unreachable(f"{target.node}: cannot reach {target.host}:{target.port}: {exc}") \

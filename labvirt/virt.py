@@ -429,8 +429,16 @@ class Hypervisor:
             if refresh:  # let libvirt probe the format of what was written; a refresh
                 p.refresh(0)  # fails while other uploads to the pool are running
 
-    def download_volume(self, pool: str, name: str, limit: int | None = None) -> bytes:
-        """A volume's content (its last `limit` bytes), through a libvirt stream."""
+    def volume_size(self, pool: str, name: str) -> int:
+        """The current size of a volume in bytes; 0 when it does not exist (yet)."""
+        with translated(f"cannot read volume {name}"):
+            vol = _or_none(self._pool(pool).storageVolLookupByName, name)
+            return 0 if vol is None else int(vol.info()[1])
+
+    def download_volume(self, pool: str, name: str, limit: int | None = None,
+                        offset: int = 0) -> bytes:
+        """A volume's content from `offset` on (its last `limit` bytes of that), through a
+        libvirt stream."""
         with translated(f"cannot read volume {name}"):
             p = self._pool(pool)
             vol = _or_none(p.storageVolLookupByName, name)
@@ -439,7 +447,9 @@ class Hypervisor:
                 p.refresh(0)
                 vol = p.storageVolLookupByName(name)
             size = vol.info()[1]
-            start = 0 if limit is None or limit >= size else size - limit
+            if offset > size:  # the file was recreated since `offset` was taken
+                offset = 0
+            start = offset if limit is None or limit >= size - offset else size - limit
             stream = self.conn.newStream(0)
             vol.download(stream, start, size - start, 0)
             chunks = []

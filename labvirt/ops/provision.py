@@ -341,7 +341,7 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
        workers: int = DEFAULT_WORKERS, progress: Callable[[Event], None] | None = None,
        note: Callable[[str], None] | None = None, hv: Hypervisor | None = None,
        on_plan: Callable[[Plan], None] | None = None, wait: bool = True,
-       timeout: float = 300.0) -> UpResult:
+       timeout: float | None = None) -> UpResult:
     """Converge the lab. `on_plan` sees the plan before anything changes (to set up a
     progress display); `progress` then sees every action start and finish."""
     lab = session.lab()
@@ -362,6 +362,8 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
             if on_plan is not None:
                 on_plan(plan)
             executor = Executor(hv, lab, prepared.payload, workers=workers, progress=progress)
+            marks = console_marks(lab, hv, sorted({a.node for a in plan.actions
+                                                   if a.kind == "start-domain" and a.node}))
             report = executor.run(plan)
             rebuilt = [h for h, r in report.nodes.items()
                        if any(d.startswith("remove-domain") for d in r.done)]
@@ -372,12 +374,14 @@ def up(session: Session, *, recreate: tuple[str, ...] = (), dry_run: bool = Fals
                        if r.ok and any(d.startswith("start-domain") for d in r.done)]
             if wait and started and prepared.access is not None:
                 def tell(node: str, message: str) -> None:
+                    # "ready" ends a node's wait; anything else is its boot stage so far
                     if progress is not None:
-                        progress(Event(node, "wait-ssh", node, "done", message))
+                        status = "done" if message == "ready" else "progress"
+                        progress(Event(node, "wait-ssh", node, status, message))
 
                 result.readiness = wait_ready(
                     lab, prepared.access, started, timeout=timeout, progress=tell,
-                    console=lambda h: console_tail(lab, hv, h))
+                    console=lambda h: console_text(lab, hv, h, since=marks.get(h, 0)))
             return result
         finally:
             if own:
@@ -515,14 +519,38 @@ def down(session: Session, hv: Hypervisor | None = None,
     return result
 
 
-def console_tail(lab: Lab, hv: Hypervisor, hostname: str, lines: int = 20) -> str:
-    """The end of a node's serial console log, read through the storage API (so it works
-    for remote hypervisors too)."""
+CONSOLE_READ_BYTES = 256 * 1024  # enough for a whole distribution boot with kernel messages
+
+
+def console_marks(lab: Lab, hv: Hypervisor, hostnames: list[str]) -> dict[str, int]:
+    """Where each node's console log ends now: taken before nodes are (re)started, so a
+    wait reads only what their new boot writes (the log is appended across boots)."""
+    marks = {}
+    for h in hostnames:
+        try:
+            marks[h] = hv.volume_size(lab.pool_name, console_log_name(lab.node(h)))
+        except LabvirtError:
+            marks[h] = 0
+    return marks
+
+
+def console_text(lab: Lab, hv: Hypervisor, hostname: str,
+                 limit: int = CONSOLE_READ_BYTES, since: int = 0) -> str:
+    """The end of a node's serial console log (after byte `since`), read through the
+    storage API so it works for remote hypervisors too; empty when there is none yet."""
     node = lab.node(hostname)
     try:
-        data = hv.download_volume(lab.pool_name, console_log_name(node),
-                                  limit=max(16384, lines * 200))
+        data = hv.download_volume(lab.pool_name, console_log_name(node), limit=limit,
+                                  offset=since)
     except LabvirtError:
+        return ""
+    return data.decode(errors="replace")
+
+
+def console_tail(lab: Lab, hv: Hypervisor, hostname: str, lines: int = 20) -> str:
+    """The last lines of a node's serial console log."""
+    text = console_text(lab, hv, hostname, limit=max(16384, lines * 200))
+    if not text:
         return "(no console log)"
-    text = data.decode(errors="replace").replace("\r", "")
+    text = text.replace("\r", "")
     return "\n".join(text.splitlines()[-lines:])

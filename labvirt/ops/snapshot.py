@@ -184,17 +184,27 @@ def _guarded(node: Node, body: Callable[[NodeOutcome], None]) -> NodeOutcome:
     return outcome
 
 
+def _console_marks(lab: Lab, hv: Hypervisor, nodes: list[Node]) -> dict[str, int]:
+    from labvirt.ops.provision import console_marks
+
+    return console_marks(lab, hv, [n.hostname for n in nodes])
+
+
 def _wait(session: Session, lab: Lab, hv: Hypervisor, started: list[Node],
-          outcomes: dict[str, NodeOutcome], timeout: float) -> None:
+          outcomes: dict[str, NodeOutcome], timeout: float | None,
+          marks: dict[str, int] | None = None) -> None:
+    """Wait for restarted nodes; `marks` are their console log sizes before the restart."""
     from labvirt.ops.guests import lab_access, wait_ready
-    from labvirt.ops.provision import console_tail
+    from labvirt.ops.provision import console_text
+
+    marks = marks or {}
 
     image_nodes = [n for n in started if n.boot == "image"]
     if not image_nodes:
         return
     access = lab_access(session, lab)
     for r in wait_ready(lab, access, image_nodes, timeout=timeout,
-                        console=lambda h: console_tail(lab, hv, h)):
+                        console=lambda h: console_text(lab, hv, h, since=marks.get(h, 0))):
         outcomes[r.node].ready_seconds = r.seconds
         if not r.ready:
             outcomes[r.node].error = r.message
@@ -203,7 +213,7 @@ def _wait(session: Session, lab: Lab, hv: Hypervisor, started: list[Node],
 def create(session: Session, name: str, *, stack: str | None = None,
            nodes: tuple[str, ...] = (), description: str = "", workers: int = 4,
            shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, wait: bool = True,
-           timeout: float = 300.0, progress: Progress | None = None,
+           timeout: float | None = None, progress: Progress | None = None,
            hv: Hypervisor | None = None, live: bool = False) -> SnapshotReport:
     """An overlay snapshot (nodes stopped, disks frozen, restarted), or with `live` an
     internal snapshot of disks and memory of running BIOS nodes, restored without reboot."""
@@ -263,6 +273,7 @@ def create(session: Session, name: str, *, stack: str | None = None,
                         out.steps.append("started")
                 return _guarded(node, body)
 
+            marks = _console_marks(lab, hv, chosen)
             outcomes = _run_parallel(lab, chosen, work, workers)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             record = record or {
@@ -283,14 +294,15 @@ def create(session: Session, name: str, *, stack: str | None = None,
                 session.store.save(state)
             if wait and not live:
                 _wait(session, lab, hv,
-                      [lab.node(h) for h in running if outcomes[h].ok], outcomes, timeout)
+                      [lab.node(h) for h in running if outcomes[h].ok], outcomes, timeout,
+                      marks)
     report = SnapshotReport(name, "create", outcomes, time.monotonic() - t0, collected)
     return report
 
 
 def restore(session: Session, name: str, *, stack: str | None = None,
             nodes: tuple[str, ...] = (), workers: int = 4, wait: bool = True,
-            timeout: float = 300.0, progress: Progress | None = None,
+            timeout: float | None = None, progress: Progress | None = None,
             confirm: Callable[[list[str]], bool] | None = None,
             hv: Hypervisor | None = None) -> SnapshotReport:
     """Put the chosen nodes (default: all the snapshot's) back to the snapshot.
@@ -369,6 +381,7 @@ def restore(session: Session, name: str, *, stack: str | None = None,
                         out.steps.append("started")
                 return _guarded(node, body)
 
+            marks = _console_marks(lab, hv, chosen)
             outcomes = _run_parallel(lab, chosen, work, workers)
             collected = collect_garbage(lab, hv, session.load_state())
             if live:
@@ -377,7 +390,7 @@ def restore(session: Session, name: str, *, stack: str | None = None,
             elif wait:
                 started = [n for n in chosen if outcomes[n.hostname].ok
                            and "started" in outcomes[n.hostname].steps]
-                _wait(session, lab, hv, started, outcomes, timeout)
+                _wait(session, lab, hv, started, outcomes, timeout, marks)
     return SnapshotReport(name, "restore", outcomes, time.monotonic() - t0, collected)
 
 

@@ -53,7 +53,7 @@ def ready_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemLab]:
     restore it to a snapshot afterwards; removed at the end of the session."""
     lab = make_lab(tmp_path_factory.mktemp("ready-lab"))
     try:
-        lab.run("up", "--timeout", "240")
+        lab.run("up")  # waits up to systemlab.READY_LIMIT
         lab.run("inventory", "-o", str(lab.out_dir))
         yield lab
     finally:

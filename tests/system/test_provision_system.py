@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
+from systemlab import DomainWatch, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -53,15 +53,15 @@ def test_demo_lab_up_converged_and_down(system_lab):
 
 def test_up_killed_midway_is_finished_by_a_second_up(system_lab):
     lab = system_lab
-    proc = lab.popen("up", "--no-wait", "--workers", "1")
-    deadline = time.monotonic() + 120
-    # kill -9 once a few domains exist but before all of them do
-    while time.monotonic() < deadline:
-        if len(_lab_domains(lab)) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    watch = DomainWatch(lab)
+    try:
+        proc = lab.popen("up", "--no-wait", "--workers", "1")
+        # kill -9 the moment the third domain exists (one worker: seven are still to come)
+        wait_until(lambda: len(watch.domains()) >= 3, "three domains defined")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        watch.close()
     partial = _lab_domains(lab)
     assert 0 < len(partial) < 10, partial
 
@@ -76,11 +76,13 @@ def test_up_killed_midway_is_finished_by_a_second_up(system_lab):
 
 def test_down_after_a_killed_up_leaves_nothing(system_lab):
     lab = system_lab
-    proc = lab.popen("up", "--no-wait", "--workers", "1")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_lab_domains(lab)) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    watch = DomainWatch(lab)
+    try:
+        proc = lab.popen("up", "--no-wait", "--workers", "1")
+        wait_until(lambda: len(watch.domains()) >= 2, "two domains defined")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        watch.close()
     lab.run("down", "--yes")
     assert _leftovers(lab) == []

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+from systemlab import DomainWatch, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -104,11 +105,21 @@ def test_a_killed_restore_is_finished_by_running_it_again(clean_snapshot):
     lab = clean_snapshot
     nodes = ("oc0-ceph-3", "oc0-ceph-4", "oc0-ceph-5")
     _write(lab, "dirty", *nodes)
-    proc = lab.popen("snapshot", "restore", "clean", *nodes, "--yes", "--workers", "1",
-                     "--no-wait")
-    time.sleep(2.0)  # some nodes switched, others not yet
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    watch = DomainWatch(lab)
+    try:
+        domains = [f"{lab.name}-{n}" for n in nodes]
+        before = {d: watch.disk_sources(d) for d in domains}
+        proc = lab.popen("snapshot", "restore", "clean", *nodes, "--yes", "--workers", "1",
+                         "--no-wait")
+        # kill -9 the moment the first node has switched to its restored disks (one worker:
+        # the others are still to come), an event seen in-process, not a guess of time
+        wait_until(lambda: watch.disk_sources(domains[0]) != before[domains[0]],
+                   f"{domains[0]} switched to its restored disks")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert watch.disk_sources(domains[-1]) == before[domains[-1]]  # not reached yet
+    finally:
+        watch.close()
     lab.run("snapshot", "restore", "clean", *nodes, "--yes")
     assert _read(lab, *nodes) == {n: ["clean", "clean"] for n in nodes}
     assert _orphans(lab) == []
@@ -124,16 +135,24 @@ def test_live_snapshot_brings_back_disk_and_memory_without_a_reboot(clean_snapsh
                                 "&& sync")
     boot_id = _exec_lines(lab, node, probe)[0]
     lab.run("snapshot", "create", "warm", node, "--live")
+    taken = time.time()
     try:
-        time.sleep(3)  # the guest clock must be set right after the revert, not left behind
         lab.run("exec", node, "--", "echo changed > /persist/marker && echo changed > "
                                     "/tmp/in-memory && sync")
+        # A guest clock left as the snapshot froze it would lag by the time since `taken`:
+        # let that lag grow past what the check below tolerates, so the check can fail.
+        wait_until(lambda: time.time() > taken + 5, "five seconds past the snapshot", every=0.1)
         restored = json.loads(lab.run("snapshot", "restore", "warm", "--yes", "--format",
                                       "json").stdout)
         assert restored["nodes"][node]["steps"] == ["reverted, running", "clock set"]
+        asked = time.time()
         after = _exec_lines(lab, node, probe)
+        answered = time.time()
         assert after[:3] == [boot_id, "live", "live"]  # same boot, disk and memory back
-        assert abs(int(after[3]) - time.time()) < 10
+        # the guest read its clock while the exec ran: within that window (whole seconds,
+        # a second of drift either way), however long the machine took to run it
+        assert int(asked) - 2 <= int(after[3]) <= answered + 2, (asked, after[3], answered)
+        assert asked - taken > (answered - asked) + 4  # a frozen clock would be outside
     finally:
         lab.run("snapshot", "delete", "warm", check=False)
 
