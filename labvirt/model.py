@@ -19,6 +19,9 @@ from labvirt.layout.spec import GIB, LayoutSpec, VmSpec, node_hostname
 OSD_DEFAULT_BYTES = 50 * GIB
 # Ports for loopback forwards: one block of this many per lab.
 PORT_BLOCK = 100
+# The user RHOSO 18's data plane logs in as (the NodeSet's default ansibleUser): every lab node
+# has it, with the lab's key and passwordless sudo, so the same lab serves TripleO and EDPM.
+EDPM_USER = "cloud-admin"
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,14 @@ def resolve_stacks(
     return tuple(stacks)
 
 
+def _with_edpm_user(ssh_user: str, users: tuple[tuple[str, tuple[str, ...]], ...]
+                    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The layout's extra users, plus EDPM_USER (lab key only) unless the layout has it."""
+    if ssh_user == EDPM_USER or any(name == EDPM_USER for name, _ in users):
+        return users
+    return (*users, (EDPM_USER, ()))
+
+
 def build_lab(
     spec: LayoutSpec,
     extra_stacks: Mapping[str, str] | None = None,
@@ -378,6 +389,6 @@ def build_lab(
                           cp.host_ip, cp.dns_domain),
         nodes=tuple(nodes), networks=tuple(networks), stacks=stacks,
         sources=spec.sources,
-        extra_users=tuple((u.name, u.keys) for u in lv.users),
+        extra_users=_with_edpm_user(lv.ssh_user, tuple((u.name, u.keys) for u in lv.users)),
         warnings=spec.warnings,
     )

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from labvirt.model import Lab
-from labvirt.outputs import access, tripleo
+from labvirt.outputs import access, edpm, tripleo
 from labvirt.session import Session
 from labvirt.state import write_atomic
 
@@ -43,6 +43,9 @@ def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -
         written.append(Written(path, what, stack_name))
 
     origin = f"written by labvirt for lab {lab.name}; regenerate with `labvirt inventory`"
+    if not stack:  # RHOSO 18 bundle; refuses (InputError) before anything is written
+        for name, text, what in edpm.bundle(lab, session.key_path(lab), origin):
+            put(out / edpm.BUNDLE_DIR / name, text, what, None)
     for s in stacks:
         d = out / s.name
         put(d / "inventory.yaml", dump_yaml(tripleo.stack_inventory(lab, s), origin),

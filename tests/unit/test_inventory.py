@@ -106,7 +106,9 @@ def test_every_stack_gets_its_files(outputs: dict[str, Path]) -> None:
         written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
         per_stack = [f"{s}/{f}" for s in STACKS for f in (
             "baremetal-deployment.yaml", "deployed-server-environment.yaml", "inventory.yaml")]
-        assert written == sorted([*per_stack, "hosts", "hypervisor-inventory.yaml",
+        edpm = [f"edpm/{f}" for f in ("README.md", "deployments.yaml", "kustomization.yaml",
+                                      "netconfig.yaml", "nodesets.yaml", "ssh-key-secret.sh")]
+        assert written == sorted([*per_stack, *edpm, "hosts", "hypervisor-inventory.yaml",
                                   "inventory.yaml", "ssh_config"])
 
 
