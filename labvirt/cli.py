@@ -714,7 +714,79 @@ def snapshot_delete(ctx: click.Context, name: str) -> None:
 
 @cli.group()
 def image() -> None:
-    """Build images for lab nodes."""
+    """Build, fetch and list images for lab nodes."""
+
+
+@image.command("fetch")
+@click.argument("ref", metavar="NAME|URL")
+@click.option("--name", help="Name in the cache (default: the known name, or the URL's file).")
+@click.option("--checksum-url", help="The publisher's checksum file (SHA256SUM, CHECKSUM).")
+@click.option("--sha256", help="The image's SHA-256, when there is no checksum file.")
+@click.option("--no-verify", is_flag=True, help="Keep the image without any checksum.")
+@click.option("--force", is_flag=True, help="Download again even when fetched.")
+def image_fetch(ref: str, name: str | None, checksum_url: str | None, sha256: str | None,
+                no_verify: bool, force: bool) -> None:
+    """Download a cloud image into the cache, verified; then `labvirt.image: NAME` uses it.
+
+    Known names: centos-stream-9, centos-stream-10. RHEL: give the image URL with --sha256.
+    An interrupted download resumes when the same command runs again."""
+    from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from labvirt.image.fetch import fetch_image
+    from labvirt.ops.provision import cache_dir
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(escape(name or ref.rsplit("/", 1)[-1]), total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        img, new = fetch_image(ref, cache_dir(), name=name, checksum_url=checksum_url,
+                               sha256=sha256, no_verify=no_verify, force=force,
+                               progress=progress, say=lambda m: err.print(m, markup=False))
+    check = f"sha256 {img.sha256}" + ("" if img.verified else " (not verified)")
+    out.print(f"{'fetched' if new else 'already fetched'} {img.name}: {img.format}, "
+              f"{human_size(img.size)}, {check}\n  {img.path}\n"
+              f"  use it with `labvirt: {{image: {img.name}}}` in a layout", markup=False)
+
+
+@image.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def image_list(fmt: str) -> None:
+    """The fetched images, and the names that can be fetched."""
+    from labvirt.image.fetch import KNOWN_IMAGES, list_images
+    from labvirt.ops.provision import cache_dir
+
+    images = list_images(cache_dir())
+    if fmt == "json":
+        _dump({"images": [i.to_dict() for i in images],
+               "known": {k.name: {"url": k.url, "checksum_url": k.checksum_url,
+                                  "description": k.description}
+                         for k in KNOWN_IMAGES.values()}}, "json")
+        return
+    table = Table("name", "format", "size", "verified", "source")
+    for i in images:
+        table.add_row(escape(i.name), i.format, human_size(i.size), "yes" if i.verified else "NO",
+                      escape(i.url))
+    out.print(table)
+    fetched = {i.name for i in images}
+    rest = [k for k in KNOWN_IMAGES if k not in fetched]
+    if rest:
+        out.print(f"can be fetched: {', '.join(rest)} (labvirt image fetch NAME)", markup=False)
+
+
+@image.command("rm")
+@click.argument("name")
+def image_rm(name: str) -> None:
+    """Remove a fetched image (and any partial download of it) from the cache."""
+    from labvirt.image.fetch import remove_image
+    from labvirt.ops.provision import cache_dir
+
+    removed = remove_image(cache_dir(), name)
+    out.print(f"removed {name} ({len(removed)} file(s))", markup=False)
 
 
 @image.command("tiny")

@@ -154,7 +154,9 @@ def base_image(lab: Lab, hv: Hypervisor) -> BaseImage:
     if not hv.host().is_local:
         raise InputError("base images are read from this machine, and the hypervisor is "
                          f"remote ({lab.uri})", "use a local libvirt URI")
-    path = Path(lab.image).expanduser()
+    from labvirt.image.fetch import resolve_base_image
+
+    path = resolve_base_image(lab.image, cache_dir())  # a path, or a fetched image's name
     try:
         st = path.stat()
         with path.open("rb") as f:
