@@ -41,7 +41,7 @@ import yaml
 
 from labvirt.ops.guests import lab_access, seed_spec
 from labvirt.resources import default_layout
-from labvirt.seed import build_seed_iso, render_seed_files
+from labvirt.seed import SeedInterface, SeedSpec, build_seed_iso, render_seed_files
 from labvirt.session import Session
 
 pytestmark = pytest.mark.consumer
@@ -135,11 +135,23 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Exp
     (bad / "user-data").write_text(some.files["user-data"].decode().replace(
         "mode: auto", "mode: sometimes"))
     (bad / "network-config").write_bytes(some.files["network-config"])
+    # dual stack: both default routes (labvirt's labs are IPv4 today; SeedInterface takes
+    # gateway6 for ::/0)
+    v6 = out / "v6"
+    v6.mkdir()
+    (v6 / "user-data").write_bytes(some.files["user-data"])
+    (v6 / "network-config").write_bytes(render_seed_files(SeedSpec(
+        instance_id="v6", hostname="v6", fqdn="v6.localdomain", users=(), host_keys={},
+        interfaces=(SeedInterface("52:54:00:00:00:06", "nic0",
+                                  ("192.168.24.40/24", "fd00:24::40/64"),
+                                  gateway4="192.168.24.1", gateway6="fd00:24::1",
+                                  nameservers=("192.168.24.1",)),),
+    ))["network-config"])
     manifest = {
         "seeds": [{"name": n, "iso": str(out / n.split("-", 1)[0] / f"{n}.iso")}
                   for n in expected],
         "raw": [{"name": d.name, "user-data": str(d / "user-data"),
-                 "network-config": str(d / "network-config")} for d in (old, bad)],
+                 "network-config": str(d / "network-config")} for d in (old, bad, v6)],
     }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out, expected
@@ -368,6 +380,31 @@ def test_the_old_default_route_form_is_refused_before_25_3(cloudinit: dict[str, 
         result = old["render"][kind]
         assert result["status"] != 0, kind
         assert "Address default is not a valid ip" in result["stderr"], kind
+
+
+def test_ipv6_default_route(cloudinit: dict[str, Any]) -> None:
+    """`::/0` (SeedInterface.gateway6; no labvirt lab uses IPv6 today). Correct from 25.1 on.
+    cloud-init 22.4 normalises a route twice and loses the prefix 0 of an IPv6 route the
+    second time (an IPv6 route without a prefix defaults to /64), so it renders `::/64 via
+    GW`: this test pins that, so that whoever adds IPv6 labs sees it. The only form 22.4
+    renders right is the deprecated `gateway6` key (removal announced for 27.4)."""
+    v6 = cloudinit["raw"]["v6"]
+    assert v6["network-config-schema"] in ([], None)
+    assert "error" not in v6["network-state"], v6["network-state"]
+    (iface,) = v6["network-state"]["interfaces"].values()
+    routes = {(r["network"], r["prefix"], r["gateway"])
+              for s in iface["subnets"] for r in s.get("routes", [])}
+    files = _rendered(v6, "sysconfig", "v6")
+    ifcfg = files["etc/sysconfig/network-scripts/ifcfg-nic0"]
+    assert "GATEWAY=192.168.24.1" in ifcfg and "DEFROUTE=yes" in ifcfg, ifcfg
+    route6 = files.get("etc/sysconfig/network-scripts/route6-nic0", "")
+    if version_tuple(cloudinit["version"]) < (23, 1):
+        assert routes == {("0.0.0.0", 0, "192.168.24.1"), ("::", 64, "fd00:24::1")}
+        assert "::/64 via fd00:24::1" in route6, route6
+        return
+    assert routes == {("0.0.0.0", 0, "192.168.24.1"), ("::", 0, "fd00:24::1")}
+    assert "IPV6_DEFAULTGW=fd00:24::1" in ifcfg or "::/0 via fd00:24::1" in route6, (ifcfg,
+                                                                                     route6)
 
 
 def test_a_schema_error_is_reported(cloudinit: dict[str, Any]) -> None:
