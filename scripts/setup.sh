@@ -52,4 +52,6 @@ fi
 # real cloud-init versions for the consumer tier (Debian packages, cached by version)
 .venv/bin/python tests/consumer/cloudinit_env.py | sed 's/^/setup: /' \
   || echo "setup: warning: some cloud-init versions could not be fetched" >&2
+# TripleO's own code for the consumer tier: pinned wheels and sdist, downloaded, not installed
+bash tests/consumer/fetch-tripleo.sh .venv/tripleo-dist
 echo "setup: ready"

@@ -13,7 +13,8 @@ from labvirt.outputs import access, edpm, tripleo
 from labvirt.session import Session
 from labvirt.state import write_atomic
 
-STACK_FILES = ("inventory.yaml", "deployed-server-environment.yaml", "baremetal-deployment.yaml")
+# what a stack directory may hold (older labvirt also wrote <stack>/inventory.yaml)
+STACK_FILES = ("inventory.yaml", *tripleo.STACK_FILES)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ def default_output_dir(lab: Lab) -> Path:
 def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -> list[Written]:
     lab = session.lab()
     out = out_dir or default_output_dir(lab)
-    stacks = [lab.stack(stack)] if stack else [s for s in lab.stacks if s.members]
+    deployed = [s for s in lab.stacks if s.members]
+    stacks = [lab.stack(stack)] if stack else deployed
+    tripleo.check_stacks(stacks)  # a role THT does not define: refuse before writing
     written: list[Written] = []
 
     def put(path: Path, text: str, what: str, stack_name: str | None) -> None:
@@ -47,18 +50,11 @@ def write_inventory(session: Session, out_dir: Path | None, stack: str | None) -
         for name, text, what in edpm.bundle(lab, session.key_path(lab), origin):
             put(out / edpm.BUNDLE_DIR / name, text, what, None)
     for s in stacks:
-        d = out / s.name
-        put(d / "inventory.yaml", dump_yaml(tripleo.stack_inventory(lab, s), origin),
-            "Ansible inventory (tripleo-ansible-inventory shape)", s.name)
-        put(d / "deployed-server-environment.yaml",
-            dump_yaml(tripleo.deployed_server_environment(lab, s), origin),
-            "deployed-server environment (-e for overcloud deploy)", s.name)
-        put(d / "baremetal-deployment.yaml",
-            dump_yaml(tripleo.baremetal_deployment(lab, s), origin),
-            "baremetal deployment (managed: false)", s.name)
+        for name, text, what in tripleo.stack_bundle(lab, s, deployed, origin):
+            put(out / s.name / name, text, what, s.name)
     if not stack:
-        put(out / "inventory.yaml", dump_yaml(tripleo.merged_inventory(lab, stacks), origin),
-            "merged inventory over all stacks", None)
+        for name, text, what in tripleo.lab_files(lab, stacks, origin):
+            put(out / name, text, what, None)
     key, known = session.key_path(lab), session.known_hosts_path()
     put(out / "hypervisor-inventory.yaml",
         dump_yaml(access.hypervisor_inventory(lab, key, known), origin),
@@ -74,8 +70,9 @@ def _remove_stale_stacks(out: Path, current: set[str], origin: str) -> list[Writ
     """A stack that lost its nodes must not leave deployable files behind. Only directories
     holding nothing but files labvirt wrote for this lab are removed."""
     removed = []
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in current):
-        files = list(d.iterdir())
+    for d in sorted(p for p in out.iterdir()
+                    if p.is_dir() and p.name not in current and p.name != edpm.BUNDLE_DIR):
+        files = [f for f in d.rglob("*") if not f.is_dir()]
         ours = all(
             f.is_file() and f.name in STACK_FILES
             and f.read_text(errors="replace").startswith(f"# {origin}")
@@ -84,6 +81,8 @@ def _remove_stale_stacks(out: Path, current: set[str], origin: str) -> list[Writ
         if files and ours:
             for f in files:
                 f.unlink()
+            for sub in sorted(d.rglob("*"), reverse=True):  # deepest first
+                sub.rmdir()
             d.rmdir()
             removed.append(Written(d, "removed: the stack has no nodes now", d.name))
     return removed

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,9 @@ STACKS = {
     "dcn0": ("DistributedComputeHCI", ["oc0-ceph-4"]),
     "dcn1": ("DistributedComputeHCI", ["oc0-ceph-5"]),
 }
+TRIPLEO_INVENTORY = "tripleo-ansible-inventory.yaml"
+# every stack's control-plane VIP: free ctlplane addresses from the top, in layout order
+VIPS = {s: f"192.168.24.{253 - i}" for i, s in enumerate(STACKS)}  # .254: the host
 # ctlplane addresses of both labs: from first_ip .30, in layout order
 IPS = {h: f"192.168.24.{30 + i}" for i, h in enumerate(
     [f"oc0-controller-{i}" for i in range(3)] + [f"oc0-ceph-{i}" for i in range(6)])}
@@ -55,9 +59,8 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def inventory_files(out: Path) -> list[Path]:
-    return sorted([*out.glob("*/inventory.yaml"), out / "inventory.yaml",
+    return sorted([*out.glob(f"*/overcloud-deploy/*/{TRIPLEO_INVENTORY}"), out / "inventory.yaml",
                    out / "hypervisor-inventory.yaml"])
-
 
 def ansible_inventory(path: Path, home: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
@@ -101,16 +104,28 @@ def hosts(inv: dict[str, Any], group: str) -> list[str]:
 
 # --- what is written ----------------------------------------------------------------------
 
+def stack_files(stack: str) -> list[str]:
+    """What a stack's bundle holds in the demo (and default) lab."""
+    role = STACKS[stack][0]
+    files = ["baremetal-deployment.yaml", "deployed-server-environment.yaml",
+             "roles_data.yaml", f"overcloud-deploy/{stack}/{TRIPLEO_INVENTORY}"]
+    if role in ("Controller", "Compute"):
+        files.append("external-ceph.yaml")
+    if role == "Controller":
+        files += ["glance-default-store.yaml", "glance-edge-stores.yaml"]
+    if role == "DistributedComputeHCI":
+        files += ["availability-zone.yaml", "glance-central-store.yaml"]
+    return [f"{stack}/{f}" for f in files]
+
+
 def test_every_stack_gets_its_files(outputs: dict[str, Path]) -> None:
     for out in outputs.values():
         written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-        per_stack = [f"{s}/{f}" for s in STACKS for f in (
-            "baremetal-deployment.yaml", "deployed-server-environment.yaml", "inventory.yaml")]
+        per_stack = [f for s in STACKS for f in stack_files(s)]
         edpm = [f"edpm/{f}" for f in ("README.md", "deployments.yaml", "kustomization.yaml",
                                       "netconfig.yaml", "nodesets.yaml", "ssh-key-secret.sh")]
         assert written == sorted([*per_stack, *edpm, "hosts", "hypervisor-inventory.yaml",
-                                  "inventory.yaml", "ssh_config"])
-
+                                  "inventory.yaml", "deploy-order.sh", "ssh_config"])
 
 def test_golden_inventory_demo(outputs: dict[str, Path]) -> None:
     out, gold = outputs["demo"], GOLDEN / "inventory" / "demo"
@@ -137,21 +152,33 @@ def test_golden_show_json(lab: str, tmp_path: Path) -> None:
     assert not NO_STATE.exists()
 
 
-# --- per-stack inventories, as ansible-inventory reads them -------------------------------
+# --- TripleO-shaped inventories, as ansible-inventory reads them --------------------------
+# (tests/consumer/test_tripleo_bundle.py checks them against tripleo-common's own code)
+
+def inv_path(stack: str) -> str:
+    return f"{stack}/overcloud-deploy/{stack}/{TRIPLEO_INVENTORY}"
+
 
 @pytest.mark.parametrize("lab", ["demo", "default"])
 @pytest.mark.parametrize("stack", list(STACKS))
 def test_stack_inventory(parsed: dict, lab: str, stack: str) -> None:
     role, nodes = STACKS[stack]
-    inv = parsed[(lab, f"{stack}/inventory.yaml")]
-    assert hosts(inv, role) == nodes
+    inv = parsed[(lab, inv_path(stack))]
+    assert hosts(inv, f"{stack}_{role}") == nodes
+    assert children(inv, role) == [f"{stack}_{role}"]
     assert hosts(inv, "Undercloud") == ["undercloud"]
-    assert children(inv, "allovercloud") == [role]
-    assert children(inv, stack) == ["allovercloud"]
-    assert children(inv, "overcloud") == ["allovercloud"]
+    # TripleO's nesting: allovercloud -> <stack>_allovercloud -> <stack>_<stack> -> roles
+    assert children(inv, "allovercloud") == [f"{stack}_allovercloud"]
+    assert children(inv, f"{stack}_allovercloud") == [f"{stack}_{stack}"]
+    assert children(inv, f"{stack}_{stack}") == [f"{stack}_{role}"]
+    assert children(inv, stack) == [f"{stack}_allovercloud"]
+    assert "overcloud" not in inv
     assert set(inv["_meta"]["hostvars"]) == {"undercloud", *nodes}
     for host in nodes:
-        assert inv["_meta"]["hostvars"][host] == {
+        hv = inv["_meta"]["hostvars"][host]
+        assert {k: hv[k] for k in ("ansible_host", "ctlplane_ip", "ctlplane_hostname",
+                                   "canonical_hostname", "ansible_ssh_user", "tripleo_role_name",
+                                   "tripleo_role_networks", "serial")} == {
             "ansible_host": IPS[host],
             "ctlplane_ip": IPS[host],
             "ctlplane_hostname": f"{host}.ctlplane.localdomain",
@@ -159,21 +186,35 @@ def test_stack_inventory(parsed: dict, lab: str, stack: str) -> None:
             "ansible_ssh_user": "tripleo-admin",
             "tripleo_role_name": role,
             "tripleo_role_networks": ["ctlplane"],
+            "serial": 1,
         }
-    assert inv["_meta"]["hostvars"]["undercloud"] == {
-        "ansible_connection": "local", "ansible_host": "localhost", "plan": stack}
+        assert hv["container_cli"] == "podman"
+        assert hv["ctlplane_vip"] == hv["redis_vip"] == VIPS[stack]
+    undercloud = inv["_meta"]["hostvars"]["undercloud"]
+    assert (undercloud["plan"], undercloud["plans"]) == (stack, [stack])
+    assert undercloud["ansible_connection"] == "local"
+
+
+def test_service_groups(parsed: dict) -> None:
+    dcn0 = parsed[("demo", inv_path("dcn0"))]
+    for service in ("ceph_osd", "ceph_mon", "nova_compute", "cinder_volume", "etcd"):
+        assert children(dcn0, service) == [f"dcn0_{service}"], service
+        assert children(dcn0, f"dcn0_{service}") == ["dcn0_DistributedComputeHCI"]
+    assert children(dcn0, "osds") == ["dcn0_osds"]  # ceph-ansible's name, as TripleO adds
+    control = parsed[("demo", inv_path("control-plane"))]
+    assert children(control, "control-plane_glance_api") == ["control-plane_Controller"]
+    assert "ceph_osd" not in control
 
 
 def test_dcn0_inventory(parsed: dict) -> None:
-    inv = parsed[("demo", "dcn0/inventory.yaml")]
-    assert hosts(inv, "DistributedComputeHCI") == ["oc0-ceph-4"]
+    inv = parsed[("demo", inv_path("dcn0"))]
+    assert hosts(inv, "dcn0_DistributedComputeHCI") == ["oc0-ceph-4"]
     ceph4 = inv["_meta"]["hostvars"]["oc0-ceph-4"]
     assert ceph4["ansible_host"] == "192.168.24.37"
     assert ceph4["tripleo_role_name"] == "DistributedComputeHCI"
-    assert ceph4["ansible_ssh_user"] == "tripleo-admin"
-    assert inv["_meta"]["hostvars"]["undercloud"]["plan"] == "dcn0"
-    assert sorted(g for g in inv if g != "_meta") == [
-        "DistributedComputeHCI", "Undercloud", "all", "allovercloud", "dcn0", "overcloud"]
+    assert {"DistributedComputeHCI", "Undercloud", "all", "allovercloud", "dcn0",
+            "dcn0_allovercloud", "dcn0_dcn0", "dcn0_DistributedComputeHCI",
+            "dcn0_osds"} <= set(inv)
 
 
 @pytest.mark.parametrize("lab", ["demo", "default"])
@@ -186,11 +227,13 @@ def test_merged_inventory(parsed: dict, lab: str) -> None:
     assert children(inv, "Controller") == ["control-plane_Controller"]
     for stack, (role, nodes) in STACKS.items():
         assert hosts(inv, f"{stack}_{role}") == nodes
-        assert children(inv, f"{stack}_allovercloud") == [f"{stack}_{role}"]
+        assert children(inv, f"{stack}_allovercloud") == [f"{stack}_{stack}"]
+        assert children(inv, f"{stack}_{stack}") == [f"{stack}_{role}"]
         assert children(inv, stack) == [f"{stack}_allovercloud"]
-    assert children(inv, "dcn0") == ["dcn0_allovercloud"]
-    assert children(inv, "allovercloud") == [f"{s}_allovercloud" for s in STACKS]
-    assert children(inv, "overcloud") == ["allovercloud"]
+    assert children(inv, "allovercloud") == sorted(f"{s}_allovercloud" for s in STACKS)
+    assert "overcloud" not in inv
+    assert children(inv, "ceph_osd") == sorted(
+        f"{s}_ceph_osd" for s in ("central-ceph", "dcn0", "dcn1"))
     undercloud = inv["_meta"]["hostvars"]["undercloud"]
     assert undercloud["plans"] == sorted(STACKS)
     assert "plan" not in undercloud
@@ -198,7 +241,6 @@ def test_merged_inventory(parsed: dict, lab: str) -> None:
     assert set(hostvars) == {"undercloud", *IPS}
     assert hostvars["oc0-ceph-5"]["tripleo_role_name"] == "DistributedComputeHCI"
     assert hostvars["oc0-ceph-3"]["ansible_host"] == IPS["oc0-ceph-3"]
-
 
 @pytest.mark.parametrize(("lab", "address"), [("demo", "127.0.0.1"), ("default", None)])
 def test_hypervisor_inventory(parsed: dict, lab: str, address: str | None) -> None:
@@ -221,13 +263,16 @@ def test_hypervisor_inventory(parsed: dict, lab: str, address: str | None) -> No
 
 
 # --- TripleO's files ----------------------------------------------------------------------
+# (the consumer tier runs tripleo-ansible's provisioning chain on them)
 
 def load(out: Path, rel: str) -> Any:
     return yaml.safe_load((out / rel).read_text())
 
 
 def test_deployed_server_environment_dcn0(outputs: dict[str, Path]) -> None:
-    env = load(outputs["demo"], "dcn0/deployed-server-environment.yaml")
+    text = (outputs["demo"] / "dcn0/deployed-server-environment.yaml").read_text()
+    assert text.splitlines()[1].startswith("# Path B: openstack overcloud deploy --stack dcn0 ")
+    env = yaml.safe_load(text)
     params = env["parameter_defaults"]
     assert params["DistributedComputeHCICount"] == 1
     assert params["DistributedComputeHCIHostnameFormat"] == (
@@ -241,6 +286,9 @@ def test_deployed_server_environment_dcn0(outputs: dict[str, Path]) -> None:
     assert params["NodePortMap"] == {"oc0-ceph-4": {"ctlplane": {
         "ip_address": "192.168.24.37", "ip_address_uri": "192.168.24.37",
         "ip_subnet": "192.168.24.37/24"}}}
+    assert params["ControlPlaneVipData"] == {
+        "fixed_ips": [{"ip_address": VIPS["dcn0"]}], "name": "control_virtual_ip",
+        "network": {"tags": ["192.168.24.0/24"]}, "subnets": [{"ip_version": 4}]}
     attrs = params["CtlplaneNetworkAttributes"]
     assert attrs["network"] == {"dns_domain": "ctlplane.localdomain.", "mtu": 1500,
                                 "name": "ctlplane", "tags": ["192.168.24.0/24"]}
@@ -250,9 +298,20 @@ def test_deployed_server_environment_dcn0(outputs: dict[str, Path]) -> None:
         "name": "ctlplane-subnet"}
     assert params["ControlPlaneDefaultRoute"] == "192.168.24.1"
     assert params["EC2MetadataIp"] == "192.168.24.1"
+    tht = "/usr/share/openstack-tripleo-heat-templates"
     assert env["resource_registry"] == {
         "OS::TripleO::DeployedServer::ControlPlanePort":
-            "/usr/share/openstack-tripleo-heat-templates/deployed-server/deployed-neutron-port.yaml"}
+            f"{tht}/deployed-server/deployed-neutron-port.yaml",
+        "OS::TripleO::Network::Ports::ControlPlaneVipPort":
+            f"{tht}/network/ports/deployed_vip_ctlplane.yaml"}
+
+
+def test_control_plane_vips_are_free_and_distinct(outputs: dict[str, Path]) -> None:
+    vips = [load(outputs["demo"], f"{s}/deployed-server-environment.yaml")["parameter_defaults"]
+            ["ControlPlaneVipData"]["fixed_ips"][0]["ip_address"] for s in STACKS]
+    assert vips == [VIPS[s] for s in STACKS]
+    assert len(set(vips)) == len(vips)
+    assert not set(vips) & {*IPS.values(), "192.168.24.1", "192.168.24.255"}
 
 
 def test_deployed_server_environment_names(outputs: dict[str, Path]) -> None:
@@ -274,13 +333,16 @@ def test_deployed_server_environment_names(outputs: dict[str, Path]) -> None:
 
 
 def test_baremetal_deployment(outputs: dict[str, Path]) -> None:
-    assert load(outputs["demo"], "dcn0/baremetal-deployment.yaml") == [{
+    text = (outputs["demo"] / "dcn0/baremetal-deployment.yaml").read_text()
+    assert text.splitlines()[1].startswith("# Path A: openstack overcloud deploy --stack dcn0 ")
+    assert "do NOT also pass dcn0/deployed-server-environment.yaml" in text
+    assert yaml.safe_load(text) == [{
         "name": "DistributedComputeHCI",
         "count": 1,
         "hostname_format": "%stackname%-distributedcomputehci-%index%",
         "instances": [{
             "hostname": "oc0-ceph-4", "name": "oc0-ceph-4", "managed": False,
-            "networks": [{"network": "ctlplane", "fixed_ip": "192.168.24.37", "vif": True}],
+            "networks": [{"network": "ctlplane", "fixed_ip": "192.168.24.37"}],
         }],
     }]
     ceph = load(outputs["demo"], "central-ceph/baremetal-deployment.yaml")
@@ -289,6 +351,98 @@ def test_baremetal_deployment(outputs: dict[str, Path]) -> None:
     assert [i["networks"][0]["fixed_ip"] for i in ceph[0]["instances"]] == [
         IPS[f"oc0-ceph-{i}"] for i in range(3)]
 
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_roles_file_has_exactly_the_stacks_roles(outputs: dict[str, Path], stack: str) -> None:
+    roles = load(outputs["demo"], f"{stack}/roles_data.yaml")
+    assert [r["name"] for r in roles] == [STACKS[stack][0]]
+    assert roles[0]["ServicesDefault"]  # THT's definition, not a stub
+
+
+def test_edge_availability_zones(outputs: dict[str, Path]) -> None:
+    for stack in ("dcn0", "dcn1"):
+        params = load(outputs["demo"], f"{stack}/availability-zone.yaml")["parameter_defaults"]
+        assert params["NovaComputeAvailabilityZone"] == stack
+        assert params["CinderStorageAvailabilityZone"] == stack
+        assert params["NovaCrossAZAttach"] is False
+    stores = load(outputs["demo"], "control-plane/glance-edge-stores.yaml")["parameter_defaults"]
+    assert list(stores["GlanceMultistoreConfig"]) == ["dcn0", "dcn1"]
+
+
+# --- the deploy order ---------------------------------------------------------------------
+
+def order_commands(out: Path) -> list[list[str]]:
+    """deploy-order.sh as argument lists, variables expanded to placeholders."""
+    text = (out / "deploy-order.sh").read_text()
+    body = text.split("\nEOF\n}\n", 1)[1]  # after the helper functions
+    joined = body.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def check_order(out: Path) -> list[tuple[str, str]]:
+    """Every $BUNDLE file the commands name exists in the bundle, every working-directory
+    file is written by an earlier command before it is read; returns (command, stack)."""
+    produced: set[str] = set()
+    done = []
+    for argv in order_commands(out):
+        outputs_of = set()
+        for i, arg in enumerate(argv):
+            if arg.startswith("$BUNDLE/"):
+                assert (out / arg.removeprefix("$BUNDLE/")).is_file(), (arg, argv)
+            if arg.startswith("$HOME/overcloud-deploy/"):
+                is_output = (argv[i - 1] in ("--output", "--output-file")
+                             or (argv[0] == "ceph_client_env" and i == 2))
+                if is_output:
+                    outputs_of.add(arg)
+                else:
+                    assert arg in produced, f"{arg} is read before anything writes it: {argv}"
+        produced |= outputs_of
+        stack = argv[argv.index("--stack") + 1] if "--stack" in argv else "-"
+        what = " ".join(argv[:4]) if argv[0] == "openstack" else argv[0]
+        done.append((what, stack))
+    return done
+
+
+def test_deploy_order_demo(outputs: dict[str, Path]) -> None:
+    deploys = [s for what, s in check_order(outputs["demo"])
+               if what == "openstack overcloud deploy --templates"]
+    assert deploys == ["central-ceph", "control-plane", "central-compute", "dcn0", "dcn1",
+                       "control-plane"]
+    ceph = [s for what, s in check_order(outputs["demo"])
+            if what == "openstack overcloud ceph deploy"]
+    assert ceph == ["central-ceph", "dcn0", "dcn1"]
+    proc = subprocess.run(["bash", "-n", str(outputs["demo"] / "deploy-order.sh")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_deploy_order_follows_the_assignment(tmp_path: Path) -> None:
+    out, state = tmp_path / "out", tmp_path / "state"
+    labvirt(*DEMO, "--state-dir", state, "assign", "dcn2", "oc0-ceph-3",
+            "--role", "DistributedComputeHCI")
+    labvirt(*DEMO, "--state-dir", state, "inventory", "-o", out)
+    steps = check_order(out)
+    deploys = [s for what, s in steps if what == "openstack overcloud deploy --templates"]
+    assert deploys == ["central-ceph", "control-plane", "dcn0", "dcn1", "dcn2", "control-plane"]
+    assert not (out / "central-compute").exists()
+    assert (out / "dcn2" / "availability-zone.yaml").is_file()
+    stores = load(out, "control-plane/glance-edge-stores.yaml")["parameter_defaults"]
+    assert list(stores["GlanceMultistoreConfig"]) == ["dcn0", "dcn1", "dcn2"]
+    text = (out / "deploy-order.sh").read_text()
+    assert "\"$HOME/overcloud-deploy/dcn2/ceph-export.yaml\" dcn2" in text
+
+
+def test_a_role_tht_does_not_define_is_an_input_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    labvirt(*DEMO, "--state-dir", state, "assign", "dcn0", "oc0-ceph-4", "--role", "EdgeHCI")
+    proc = labvirt(*DEMO, "--state-dir", state, "inventory", "-o", tmp_path / "out", check=2)
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(
+        "error: stack 'dcn0': role 'EdgeHCI' has no definition in tripleo-heat-templates "
+        "14.3.0 (roles/EdgeHCI.yaml)\n  hint: use one of: BlockStorage, ")
+    assert "DistributedComputeHCI" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 # --- reaching the nodes from the hypervisor -----------------------------------------------
 
@@ -333,8 +487,8 @@ def test_one_stack_only(tmp_path: Path) -> None:
     invoke(*DEMO_ABS, "--state-dir", tmp_path / "state", "inventory", "--stack", "dcn1", "-o", out,
            "--format", "json")
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert written == ["dcn1/baremetal-deployment.yaml", "dcn1/deployed-server-environment.yaml",
-                       "dcn1/inventory.yaml", "hosts", "hypervisor-inventory.yaml", "ssh_config"]
+    assert written == sorted([*stack_files("dcn1"), "hosts", "hypervisor-inventory.yaml",
+                              "ssh_config"])
     assert not (tmp_path / "state").exists()
 
 
@@ -360,12 +514,15 @@ def test_a_stack_that_lost_its_nodes_leaves_no_deployable_files(tmp_path: Path) 
     assert (out / "dcn0" / "deployed-server-environment.yaml").exists()
     (out / "notes").mkdir()
     (out / "notes" / "inventory.yaml").write_text("# mine\n")
+    (out / "mine" / "overcloud-deploy").mkdir(parents=True)  # not ours, however deep
+    (out / "mine" / "overcloud-deploy" / TRIPLEO_INVENTORY).write_text("# mine\n")
     labvirt(*DEMO, "--state-dir", state, "assign", "central-compute", "oc0-ceph-4")
     proc = labvirt(*DEMO, "--state-dir", state, "inventory", "-o", out, "--format", "json")
     removed = [w for w in json.loads(proc.stdout) if w["what"].startswith("removed")]
     assert [(Path(w["path"]).name, w["stack"]) for w in removed] == [("dcn0", "dcn0")]
     assert not (out / "dcn0").exists()
     assert (out / "notes" / "inventory.yaml").read_text() == "# mine\n"  # not ours: kept
+    assert (out / "mine" / "overcloud-deploy" / TRIPLEO_INVENTORY).read_text() == "# mine\n"
     env = yaml.safe_load((out / "central-compute" / "deployed-server-environment.yaml")
                          .read_text())["parameter_defaults"]
     assert env["HostnameMap"] == {"central-compute-novacompute-0": "oc0-ceph-3",

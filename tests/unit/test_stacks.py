@@ -84,8 +84,9 @@ def test_assign_moves_a_node_and_every_command_sees_it(
 
     out = tmp_path / "inv"
     run("inventory", "-o", str(out))
-    central = yaml.safe_load((out / "central-compute" / "inventory.yaml").read_text())
-    assert list(central["Compute"]["hosts"]) == ["oc0-ceph-3", "oc0-ceph-4"]
+    central = yaml.safe_load((out / "central-compute" / "overcloud-deploy" / "central-compute"
+                              / "tripleo-ansible-inventory.yaml").read_text())
+    assert list(central["central-compute_Compute"]["hosts"]) == ["oc0-ceph-3", "oc0-ceph-4"]
     env = yaml.safe_load((out / "central-compute" / "deployed-server-environment.yaml")
                          .read_text())["parameter_defaults"]
     assert env["ComputeCount"] == 2
@@ -273,5 +274,5 @@ def test_reading_commands_do_not_create_the_state_dir(inproc: Run, state_dir: Pa
     inproc("show")
     inproc("stacks", "--format", "json")
     inproc("inventory", "-o", str(tmp_path / "inv"))
-    assert (tmp_path / "inv" / "dcn0" / "inventory.yaml").is_file()
+    assert (tmp_path / "inv" / "dcn0" / "deployed-server-environment.yaml").is_file()
     assert not state_dir.exists()
