@@ -24,7 +24,8 @@ CEPH_GROUPS = {
     "ceph_rbdmirror": "rbdmirrors", "ceph_grafana": "grafana-server",
 }
 UNDERCLOUD_SERVICES = ["tripleo_ironic_conductor"]
-PYTHON = "/usr/bin/python3"  # the undercloud's interpreter (EL 8/9)
+# the nodes' and the undercloud's interpreter (EL 8/9), as the client passes it
+PYTHON = "/usr/bin/python3"
 
 
 def _host_vars(lab: Lab, node: Node) -> dict[str, Any]:
@@ -67,6 +68,7 @@ def _single(lab: Lab, stack: Stack) -> dict[str, Any]:
                 "tripleo_role_name": role,
                 "tripleo_role_networks": [lab.ctlplane.network],
                 "serial": 1,
+                "ansible_python_interpreter": PYTHON,
             },
         }
     vip = control_plane_vips(lab)[stack.name]
@@ -84,7 +86,7 @@ def _single(lab: Lab, stack: Stack) -> dict[str, Any]:
             services[CEPH_GROUPS[name]] = services[name]
     for name, roles in sorted(services.items()):
         inv[name.lower()] = {
-            "vars": {"ansible_ssh_user": lab.ssh_user},
+            "vars": {"ansible_ssh_user": lab.ssh_user, "ansible_python_interpreter": PYTHON},
             "children": {r: {} for r in sorted(roles)},
         }
     inv["excluded_overcloud"] = {"hosts": {}}
