@@ -101,9 +101,11 @@ def make_lab(tmp_path: Path, extra: dict | None = None) -> SystemLab:
     return SystemLab(name, [*DEMO, path], tmp_path / "state", tmp_path / "out")
 
 
-def wait_until(condition, what: str, limit: float = 900.0, every: float = 0.01):
+def wait_until(condition, what: str, limit: float = 900.0, every: float = 0.01,
+               proc: subprocess.Popen[str] | None = None):
     """Poll `condition()` (cheap, in-process) until it returns something true; a limit,
-    not a measurement: failing here means the thing never happened, not that it was slow."""
+    not a measurement: failing here means the thing never happened, not that it was slow.
+    With `proc`, its exit before the condition is a failure at once, with its output."""
     import time
 
     deadline = time.monotonic() + limit
@@ -111,6 +113,10 @@ def wait_until(condition, what: str, limit: float = 900.0, every: float = 0.01):
         value = condition()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{what}: not seen before the command exited "
+                                 f"{proc.returncode}\n{out}\n{err}")
         time.sleep(every)
     raise AssertionError(f"{what}: not seen within {limit:.0f} s")
 
@@ -131,6 +137,10 @@ class DomainWatch:
     def domains(self) -> list[str]:
         return sorted(d.name() for d in self.conn.listAllDomains()
                       if d.name().startswith(self.prefix))
+
+    def domain_id(self, name: str) -> int:
+        """libvirt's id of a running domain: a new one at every start, -1 when off."""
+        return int(self.conn.lookupByName(name).ID())
 
     def disk_sources(self, name: str) -> tuple[str, ...]:
         import xml.etree.ElementTree as ET

@@ -57,7 +57,7 @@ def test_up_killed_midway_is_finished_by_a_second_up(system_lab):
     try:
         proc = lab.popen("up", "--no-wait", "--workers", "1")
         # kill -9 the moment the third domain exists (one worker: seven are still to come)
-        wait_until(lambda: len(watch.domains()) >= 3, "three domains defined")
+        wait_until(lambda: len(watch.domains()) >= 3, "three domains defined", proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -79,7 +79,7 @@ def test_down_after_a_killed_up_leaves_nothing(system_lab):
     watch = DomainWatch(lab)
     try:
         proc = lab.popen("up", "--no-wait", "--workers", "1")
-        wait_until(lambda: len(watch.domains()) >= 2, "two domains defined")
+        wait_until(lambda: len(watch.domains()) >= 2, "two domains defined", proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:

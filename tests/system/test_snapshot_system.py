@@ -108,16 +108,16 @@ def test_a_killed_restore_is_finished_by_running_it_again(clean_snapshot):
     watch = DomainWatch(lab)
     try:
         domains = [f"{lab.name}-{n}" for n in nodes]
-        before = {d: watch.disk_sources(d) for d in domains}
+        before = {d: watch.domain_id(d) for d in domains}
         proc = lab.popen("snapshot", "restore", "clean", *nodes, "--yes", "--workers", "1",
                          "--no-wait")
-        # kill -9 the moment the first node has switched to its restored disks (one worker:
+        # kill -9 the moment the first node has been stopped for its restore (one worker:
         # the others are still to come), an event seen in-process, not a guess of time
-        wait_until(lambda: watch.disk_sources(domains[0]) != before[domains[0]],
-                   f"{domains[0]} switched to its restored disks")
+        wait_until(lambda: watch.domain_id(domains[0]) != before[domains[0]],
+                   f"{domains[0]} stopped for its restore", proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert watch.disk_sources(domains[-1]) == before[domains[-1]]  # not reached yet
+        assert watch.domain_id(domains[-1]) == before[domains[-1]]  # not reached yet
     finally:
         watch.close()
     lab.run("snapshot", "restore", "clean", *nodes, "--yes")
