@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
               qemu-system-x86 qemu-utils ovmf libxml2-utils dpkg-dev openssh-client
-              libarchive-tools)  # bsdtar: the consumer tier reads seed ISOs with it
+              libarchive-tools  # bsdtar: the consumer tier reads seed ISOs with it
+              # the real-image system test builds a Debian 12 image (tests/system/debian_image.py)
+              mmdebstrap fdisk dosfstools mtools e2fsprogs)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
