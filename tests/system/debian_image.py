@@ -150,6 +150,9 @@ DPKG_OPTIONS = (
 )
 
 
+TOOLS = ("mmdebstrap", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "qemu-img")
+
+
 class MirrorUnreachable(RuntimeError):
     """The Debian mirror did not answer: the image cannot be built here."""
 
@@ -249,6 +252,10 @@ def build(progress: Callable[[str], None] = lambda _m: None) -> DebianImage:
         if target.exists() and manifest.exists():
             info = json.loads(manifest.read_text())
             return DebianImage(target, info["kernel"], info["build_seconds"], True)
+        missing = [t for t in TOOLS if shutil.which(t) is None]
+        if missing:
+            raise RuntimeError(f"building the Debian image needs {', '.join(missing)}: "
+                               "run scripts/setup.sh (it installs them)")
         check_mirror()
         t0 = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE_DIR))

@@ -74,6 +74,7 @@ print(json.dumps({
     "result": json.loads(read("/run/cloud-init/result.json") or "null"),
     "log_problems": [l for l in log.splitlines() if "[ERROR]" in l or "Traceback" in l
                      or "[CRITICAL]" in l],
+    "log_warnings": [l for l in log.splitlines() if "[WARNING]" in l],
     "boot_finished": os.path.exists("/var/lib/cloud/instance/boot-finished"),
     "addr": json.loads(sh("ip", "-j", "addr", "show")["out"]),
     "routes": json.loads(sh("ip", "-j", "-4", "route", "show")["out"]),
@@ -248,6 +249,8 @@ def test_real_debian_image_boots_reads_its_seed_and_snapshots(real_lab, request)
     facts = {h: _probe(lab, h) for h in nodes}
     for h in nodes:
         _check_node(model, access.host_keys[h].public_line, h, facts[h], uefi, problems)
+        for line in facts[h]["log_warnings"]:  # told, not judged: cloud-init's own advice
+            print(f"[{firmware}] {h} cloud-init warning: {line}")
     ids = [facts[h]["machine_id"] for h in nodes]
     assert len(set(ids)) == len(ids) and all(i and i.strip() for i in ids), ids
 
