@@ -76,6 +76,13 @@ class StateError(LabvirtError):
     """The lab's state file is unreadable or locked by another run."""
 
 
+class StateFileError(StateError):
+    """The lab's state file is damaged (not JSON, wrong types, bad names): the user has to
+    move it away, as with a bad layout, so the status is 2."""
+
+    exit_code = 2
+
+
 class LibvirtFailure(LabvirtError):
     """libvirt refused an operation; raised only by the connection room."""
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -21,10 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labvirt.errors import StateError
+from labvirt.errors import StateError, StateFileError
+from labvirt.layout.spec import HOSTNAME_RE, ROLE_RE, stack_name_problem
 from labvirt.model import Assignment
 
 STATE_VERSION = 1
+# far above any real lab's state (a few KiB): a bound, so a wrong file cannot exhaust memory
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def default_state_root() -> Path:
@@ -55,22 +59,58 @@ class LabState:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> LabState:
+        """Read what `to_json` wrote; every name is checked as the layout's names are, since
+        stack names become directories of `labvirt inventory` and node names file names."""
         try:
             if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
                 raise ValueError(f"unknown state version {data.get('version')!r}"
                                  if isinstance(data, dict) else "not a JSON object")
-            stacks = {str(k): str(v["role"]) for k, v in data.get("stacks", {}).items()}
-            assignments = {
-                str(k): Assignment(v.get("stack"), v.get("role"))
-                for k, v in data.get("assignments", {}).items()
-            }
-            snapshots = dict(data.get("snapshots", {}))
+            stacks: dict[str, str] = {}
+            for k, v in _object(data, "stacks").items():
+                problem = stack_name_problem(k)
+                if problem is not None:
+                    raise ValueError(f"stacks: {problem[0]}")
+                stacks[k] = _role(v.get("role") if isinstance(v, dict) else v, f"stacks.{k}")
+                if stacks[k] is None:
+                    raise ValueError(f"stacks.{k} has no role")
+            assignments: dict[str, Assignment] = {}
+            for k, v in _object(data, "assignments").items():
+                if not HOSTNAME_RE.match(k):
+                    raise ValueError(f"assignments: {k!r} is not a node name")
+                if not isinstance(v, dict):
+                    raise ValueError(f"assignments.{k} must be an object, got {v!r:.40}")
+                stack = v.get("stack")
+                if stack is not None and (not isinstance(stack, str)
+                                          or stack_name_problem(stack) is not None):
+                    raise ValueError(f"assignments.{k}.stack: {stack!r:.60} is not a valid "
+                                     "stack name")
+                assignments[k] = Assignment(stack, _role(v.get("role"), f"assignments.{k}"))
+            snapshots = _object(data, "snapshots")
+            for k, v in snapshots.items():
+                if not isinstance(v, dict):
+                    raise ValueError(f"snapshots.{k} must be an object, got {v!r:.40}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StateError(
+            raise StateFileError(
                 f"the lab state {where} is damaged: {exc}",
-                "move it away to start from the layout's stacks (snapshot records are lost)",
+                f"move it away (mv {where} {where}.bad) to start from the layout's stacks "
+                "(snapshot records are lost)",
             ) from None
-        return cls(stacks, assignments, snapshots)
+        return cls(stacks, assignments, dict(snapshots))
+
+
+def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _role(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not ROLE_RE.match(value):
+        raise ValueError(f"{where}.role: {value!r:.60} is not a valid role name")
+    return value
 
 
 class StateStore:
@@ -80,19 +120,43 @@ class StateStore:
         self.lock_path = self.dir / "lock"
 
     def load(self) -> LabState:
+        fix = (f"move it away (mv {self.path} {self.path}.bad) to start from the layout's "
+               "stacks (snapshot records are lost)")
         try:
-            text = self.path.read_text()
+            # O_NONBLOCK: a FIFO in its place must not hang the run; only a file is read
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return LabState()
         except OSError as exc:
-            raise StateError(f"cannot read the lab state {self.path}: {exc}") from None
+            raise StateFileError(f"cannot read the lab state {self.path}: "
+                                 f"{exc.strerror or exc}",
+                                 "fix its permissions or give another --state-dir") from None
         try:
-            data = json.loads(text)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StateFileError(f"the lab state {self.path} is not a regular file", fix)
+            if st.st_size > MAX_STATE_BYTES:
+                raise StateFileError(f"the lab state {self.path} is {st.st_size} bytes, more "
+                                     f"than a lab state can be ({MAX_STATE_BYTES})", fix)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read(MAX_STATE_BYTES + 1)
+        except OSError as exc:
+            raise StateFileError(f"cannot read the lab state {self.path}: "
+                                 f"{exc.strerror or exc}", fix) from None
+        finally:
+            os.close(fd)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise StateFileError(f"the lab state {self.path} is not UTF-8 text "
+                                 f"(byte {exc.start})", fix) from None
         except json.JSONDecodeError as exc:
-            raise StateError(
+            raise StateFileError(
                 f"the lab state {self.path} is not valid JSON (line {exc.lineno}): {exc.msg}",
-                "move it away to start from the layout's stacks",
-            ) from None
+                fix) from None
+        except RecursionError:
+            raise StateFileError(f"the lab state {self.path} is nested too deeply to be a "
+                                 "lab state", fix) from None
         return LabState.from_json(data, str(self.path))
 
     def save(self, state: LabState) -> None:

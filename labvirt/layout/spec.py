@@ -568,6 +568,23 @@ def _read_users(c: Checker) -> tuple[str, str | None, tuple[UserSpec, ...]]:
 # Groups every inventory labvirt writes has (compared in lower case): no stack may be named so.
 RESERVED_STACK_NAMES = frozenset({"all", "ungrouped", "allovercloud", "overcloud", "undercloud",
                                   "unassigned"})
+# What `labvirt inventory` writes beside the stacks' directories: a stack of that name would
+# be a directory where a file goes.
+OUTPUT_DIR_NAMES = frozenset({"hosts"})  # edpm: refused by outputs.edpm at inventory time
+
+
+def stack_name_problem(name: str) -> tuple[str, str] | None:
+    """(message, hint) when `name` cannot be a stack name; one rule for the layout, for
+    `labvirt assign` and for the lab's state file."""
+    if not HOSTNAME_RE.match(name):
+        return (f"{name!r} is not a valid stack name", _pattern_hint("stack name") or "")
+    if name.lower() in RESERVED_STACK_NAMES:
+        return (f"{name!r} cannot be a stack name: the inventories labvirt writes already "
+                "have an Ansible group of that name", "pick another name, such as dcn2")
+    if name.lower() in OUTPUT_DIR_NAMES:
+        return (f"{name!r} cannot be a stack name: `labvirt inventory` writes {name} beside "
+                "the stacks' directories", "pick another name, such as dcn2")
+    return None
 
 
 def _replaced_by_later_vms(c: Checker, node: str) -> tuple[str, str, str] | None:
@@ -604,10 +621,9 @@ def _read_stacks(c: Checker, hostnames: dict[str, Path_]) -> tuple[StackSpec, ..
             c.error((*path, "name"),
                     f"stack {name!r} is declared twice (also stacks[{seen_stack[name]}])")
             continue
-        if name.lower() in RESERVED_STACK_NAMES:
-            c.error((*path, "name"), f"{name!r} cannot be a stack name: the inventories labvirt "
-                    "writes already have an Ansible group of that name",
-                    "pick another name, such as dcn2")
+        problem = stack_name_problem(name)
+        if problem is not None:
+            c.error((*path, "name"), *problem)
             continue
         seen_stack[name] = i
         role = c.string((*path, "role"), None, ROLE_RE, "role name")

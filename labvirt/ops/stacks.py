@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labvirt.errors import InputError
-from labvirt.layout.spec import HOSTNAME_RE, RESERVED_STACK_NAMES, ROLE_RE
+from labvirt.layout.spec import ROLE_RE, stack_name_problem
 from labvirt.model import Assignment, Lab, resolve_stacks
 from labvirt.session import Session
 from labvirt.state import LabState
@@ -64,11 +64,13 @@ def assign(session: Session, stack: str, nodes: tuple[str, ...], role: str | Non
             raise InputError(f"{role!r} cannot be a role name: it is the name of a stack",
                              "TripleO role names look like Compute, CephAll, DistributedComputeHCI")
         if stack not in known:
-            if (not HOSTNAME_RE.match(stack) or stack.lower() in RESERVED_STACK_NAMES
-                    or stack in roles or stack == role):
-                raise InputError(f"{stack!r} cannot be a stack name",
-                                 "use letters, digits and '-'; not a reserved Ansible group name "
-                                 "nor a role name")
+            problem = stack_name_problem(stack)
+            if problem is not None:
+                raise InputError(*problem)
+            if stack in roles or stack == role:
+                raise InputError(f"{stack!r} cannot be a stack name: it is the name of a role; "
+                                 "in the inventories both are Ansible groups",
+                                 "name stacks in lower case, like central-compute")
             if role is None:
                 raise InputError(
                     f"stack {stack!r} does not exist yet; give its role to create it",

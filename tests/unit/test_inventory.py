@@ -542,3 +542,76 @@ def test_ssh_config_survives_a_state_dir_with_spaces(tmp_path: Path) -> None:
     inv = yaml.safe_load((out / "hypervisor-inventory.yaml").read_text())
     args = inv["all"]["hosts"]["oc0-ceph-4"]["ansible_ssh_common_args"]
     assert f"-o UserKnownHostsFile='{state / 'glance-dcn' / 'known_hosts'}'" in args
+
+
+def test_stale_clean_up_never_follows_a_symlink_out_of_the_directory(tmp_path: Path) -> None:
+    """Another inventory's stale-looking stack outside DIR, reached through a link inside
+    DIR (a link to the directory, and a link to one of its files): both are left alone."""
+    other, out = tmp_path / "other", tmp_path / "out"
+    invoke(*DEMO_ABS, "inventory", "-o", other)
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    invoke(*DEMO_ABS, "inventory", "-o", out)
+    (out / "old-dcn").symlink_to(other / "dcn0", target_is_directory=True)
+    (out / "old-dcn1").mkdir()
+    (out / "old-dcn1" / "roles_data.yaml").symlink_to(other / "dcn1" / "roles_data.yaml")
+    proc = invoke(*DEMO_ABS, "inventory", "-o", out, "--format", "json")
+    assert not [w for w in json.loads(proc.stdout) if w["what"].startswith("removed")]
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+    assert (out / "old-dcn").is_symlink() and (out / "old-dcn1" / "roles_data.yaml").is_symlink()
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): "link" if p.is_symlink() else "dir" if p.is_dir()
+            else p.read_text() for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("a file", "is a file, not a directory"),
+    ("a loop", "cannot be used: Too many levels of symbolic links"),
+    ("hosts a directory", "hosts is a directory, where labvirt writes a file"),
+    ("a stack a link", "dcn0 is a symbolic link, where labvirt writes a directory"),
+    ("a file a link", "dcn0/roles_data.yaml is a symbolic link, where labvirt writes a file"),
+    ("parent a file", "is a file, not a directory"),
+])
+def test_output_dir_problems_are_refused_before_anything_is_written(
+        tmp_path: Path, case: str, message: str) -> None:
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "roles_data.yaml").write_text("mine\n")
+    target = out
+    if case == "a file":
+        out.write_text("mine\n")
+    elif case == "a loop":
+        out.symlink_to(tmp_path / "loop")
+        (tmp_path / "loop").symlink_to(out)
+    elif case == "parent a file":
+        out.write_text("mine\n")
+        target = out / "sub"
+    else:
+        out.mkdir()
+        if case == "hosts a directory":
+            (out / "hosts").mkdir()
+        elif case == "a stack a link":
+            (out / "dcn0").symlink_to(outside, target_is_directory=True)
+        else:
+            (out / "dcn0").mkdir()
+            (out / "dcn0" / "roles_data.yaml").symlink_to(outside / "roles_data.yaml")
+    before = _tree(tmp_path)
+    proc = invoke(*DEMO_ABS, "inventory", "-o", target, check=2)
+    assert proc.stderr.startswith("error: cannot write the inventory: "), proc.stderr
+    assert message in proc.stderr and "\n  hint: " in proc.stderr
+    assert proc.stdout == ""
+    assert _tree(tmp_path) == before  # nothing written, nothing removed, nothing followed
+
+
+def test_a_stack_name_from_the_state_cannot_leave_the_output_directory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = state / "glance-dcn" / "state.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 1, "stacks": {"../../escaped": {"role": "Compute"}},
+                                "assignments": {"oc0-ceph-4": {"stack": "../../escaped"}}}))
+    out = tmp_path / "a" / "b" / "out"
+    proc = invoke(*DEMO_ABS, "--state-dir", state, "inventory", "-o", out, check=2)
+    assert proc.stderr.startswith(f"error: the lab state {path} is damaged: stacks: "
+                                  "'../../escaped' is not a valid stack name\n  hint: move it away")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]

@@ -4,6 +4,7 @@ file they keep (never the layout)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -153,7 +154,13 @@ def test_unknown_node_exits_2_with_did_you_mean(run: Run) -> None:
     (("assign", "dcn0", "undercloud"), "error: 'undercloud' is the undercloud; it cannot join "
                                        "a stack\n  hint: the undercloud deploys the stacks; "
                                        "name overcloud nodes only\n"),
-    (("assign", "dcn 2", "oc0-ceph-5", "--role", "Compute"), "error: 'dcn 2' cannot be a stack"),
+    (("assign", "dcn 2", "oc0-ceph-5", "--role", "Compute"), "error: 'dcn 2' is not a valid "
+                                                                "stack name"),
+        # `labvirt inventory` writes hosts and edpm/ beside the stacks' directories
+        (("assign", "hosts", "oc0-ceph-5", "--role", "Compute"), "error: 'hosts' cannot be a "
+                                                                 "stack name: `labvirt inventory`"),
+        (("assign", "../../escaped", "oc0-ceph-5", "--role", "Compute"),
+         "error: '../../escaped' is not a valid stack name"),
     (("assign", "all", "oc0-ceph-5", "--role", "Compute"), "error: 'all' cannot be a stack"),
     (("assign", "dcn2", "oc0-ceph-5", "--role", "compute"), "error: 'compute' is not a valid "
                                                             "role name"),
@@ -220,10 +227,11 @@ def test_damaged_state_through_the_entry_point(run: Run, state_dir: Path) -> Non
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     for args in (("show",), ("assign", "dcn0", "oc0-ceph-3")):
-        proc = run(*args, check=1)
+        proc = run(*args, check=2)  # a damaged state is bad input, like a bad layout
         assert proc.stderr == (f"error: the lab state {path} is not valid JSON (line 1): "
                                "Expecting property name enclosed in double quotes\n"
-                               "  hint: move it away to start from the layout's stacks\n")
+                               f"  hint: move it away (mv {path} {path}.bad) to start from "
+                               "the layout's stacks (snapshot records are lost)\n")
         assert proc.stdout == ""
     assert path.read_text() == "{not json"
 
@@ -233,21 +241,53 @@ def test_damaged_state_through_the_entry_point(run: Run, state_dir: Path) -> Non
     ('{"version": 99}', "is damaged: unknown state version 99"),
     ("[]", "is damaged: not a JSON object"),
     ('{"version": 1, "assignments": {"oc0-ceph-4": "dcn0"}}', "is damaged"),
-    ('{"version": 1, "stacks": {"x": {}}}', "is damaged"),
+    ('{"version": 1, "stacks": {"x": {}}}', "is damaged: stacks.x has no role"),
+    # names from the state become directories and groups: checked as the layout's are
+    ('{"version": 1, "stacks": {"../../escaped": {"role": "Compute"}}}',
+     "is damaged: stacks: '../../escaped' is not a valid stack name"),
+    ('{"version": 1, "stacks": {"hosts": {"role": "Compute"}}}',
+     "is damaged: stacks: 'hosts' cannot be a stack name"),
+    ('{"version": 1, "stacks": {"x": {"role": "[/]"}}}', "stacks.x.role: '[/]' is not a valid"),
+    ('{"version": 1, "assignments": {"oc0-ceph-4": {"stack": "../x"}}}',
+     "assignments.oc0-ceph-4.stack: '../x' is not a valid stack name"),
+    ('{"version": 1, "assignments": {"../oc0": {"stack": null}}}', "is not a node name"),
+    ('{"version": 1, "assignments": []}', "assignments must be an object, got list"),
+    ('{"version": 1, "snapshots": {"s": 1}}', "snapshots.s must be an object"),
+    ('{"version": 1, "stacks": {"x": {"role": "Compute"}}', "is not valid JSON (line 1)"),
+    ("[" * 100000 + "]" * 100000, "is nested too deeply"),
+    (b'{"version": 1, "stacks": {"\xff": 1}}', "is not UTF-8 text (byte 27)"),
 ])
 def test_damaged_state_is_a_clear_error(
-        inproc: Run, state_dir: Path, content: str, message: str) -> None:
+        inproc: Run, state_dir: Path, content: str | bytes, message: str) -> None:
     path = state_dir / "glance-dcn" / "state.json"
     path.parent.mkdir(parents=True)
-    path.write_text(content)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     for args in (("show",), ("assign", "dcn0", "oc0-ceph-3")):
         proc = inproc(*args, check=None)
-        assert proc.returncode != 0
+        assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith(f"error: the lab state {path} ")
         assert message in proc.stderr
         assert "hint: move it away" in proc.stderr
-    assert path.read_text() == content  # never overwritten
+    # never overwritten
+    assert (path.read_bytes() if isinstance(content, bytes) else path.read_text()) == content
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_state_that_is_no_file_is_refused_at_once(
+        inproc: Run, state_dir: Path, kind: str) -> None:
+    path = state_dir / "glance-dcn" / "state.json"
+    path.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading without a writer would block forever
+    else:
+        path.mkdir()
+    proc = inproc("show", check=2)
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert str(path) in proc.stderr and "hint: " in proc.stderr
 
 
 def test_the_lab_is_locked_while_a_change_runs(state_dir: Path, inproc: Run) -> None:
