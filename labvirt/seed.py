@@ -202,9 +202,14 @@ def _network_config(spec: SeedSpec) -> dict[str, Any]:
         # word `default` only since 25.3, and 22.4 (Debian 12) to 24.x (CentOS Stream, RHEL)
         # reject the whole network-config for it ("Address default is not a valid ip network").
         # (22.4 also misreads ::/0 as ::/64; no lab is IPv6 yet: tests/consumer pins it.)
-        routes: list[dict[str, str]] = []
+        # IPv4 as `gateway4`, not a 0.0.0.0/0 route: cloud-init's ENI renderer (Debian's
+        # ifupdown) writes a route as `post-up route add default gw ... || true`, and
+        # route(8) is in net-tools, which Debian cloud images lack: the node silently had
+        # no default route (seen on a real Debian 12 guest). `gateway4` renders as
+        # ifupdown's own `gateway` line, GATEWAY= in sysconfig and Gateway= in networkd.
         if iface.gateway4:
-            routes.append({"to": DEFAULT_ROUTE4, "via": iface.gateway4})
+            entry["gateway4"] = iface.gateway4
+        routes: list[dict[str, str]] = []
         if iface.gateway6:
             routes.append({"to": DEFAULT_ROUTE6, "via": iface.gateway6})
         if routes:

@@ -166,25 +166,9 @@ def _nic_with(facts: dict, address: str) -> dict:
     raise AssertionError(f"no NIC holds {address}: {json.dumps(facts['addr'], indent=1)}")
 
 
-def _known_route_problem(facts: dict, gateway: str) -> str | None:
-    """The one failure of labvirt on this image known and told (see the report in the test):
-    cloud-init's ENI renderer (Debian's) turns a route `to: 0.0.0.0/0` into
-    `post-up route add default gw GW || true`, and `route` (net-tools) is in no dependency
-    of cloud-init or ifupdown, so the default route is silently lost. `gateway4: GW` renders
-    as ifupdown's own `gateway GW` (and as GATEWAY= / Gateway= by sysconfig and networkd)."""
-    eni = facts.get("eni") or ""
-    if f"post-up route add default gw {gateway} || true" in eni and not facts["route_command"]:
-        return ("no default route: labvirt's seed gives it as `routes: [{to: 0.0.0.0/0}]`, "
-                "which cloud-init's ENI renderer writes as `post-up route add default gw "
-                f"{gateway} || true` and Debian has no `route` command; labvirt/seed.py must "
-                "write `gateway4:` instead")
-    return None
-
-
 def _check_node(model: Lab, access_key: str, node_name: str, facts: dict, uefi: bool,
                 problems: list[str]) -> None:
-    """Assert every fact; a known labvirt bug is added to `problems` instead (the test ends
-    as an expected failure naming it, after every other check has passed)."""
+    """Assert every fact of one node, seen from inside it."""
     node = model.node(node_name)
     cp = model.ctlplane
     # cloud-init: finished, from labvirt's seed (not the fallback datasource), no errors
@@ -211,10 +195,12 @@ def _check_node(model: Lab, access_key: str, node_name: str, facts: dict, uefi: 
                 and r.get("dev") == nic["ifname"]]
     if node.is_undercloud:
         assert defaults == [], facts["routes"]  # the undercloud is the ctlplane's gateway
-    elif [r.get("gateway") for r in defaults] != [str(cp.gateway)]:
-        known = _known_route_problem(facts, str(cp.gateway))
-        assert known, f"no default route via {cp.gateway} on {nic['ifname']}: {facts['routes']}"
-        problems.append(f"{node_name}: {known}")
+    else:
+        # labvirt writes `gateway4` for this: a 0.0.0.0/0 route reached Debian's ifupdown as
+        # `post-up route add default gw ... || true`, and route(8) is not on the image
+        assert [r.get("gateway") for r in defaults] == [str(cp.gateway)], (
+            f"no default route via {cp.gateway} on {nic['ifname']}: {facts['routes']}\n"
+            f"{facts.get('eni')}")
     # the host key labvirt pinned (the ssh that carried this already checked it)
     assert facts["host_key"].split()[:2] == access_key.split()[:2], facts["host_key"]
     # root grown to the layout's disk (growpart + resize2fs), OSD disks as labvirt made them
@@ -279,5 +265,4 @@ def test_real_debian_image_boots_reads_its_seed_and_snapshots(real_lab, request)
         print(f"[{firmware}] snapshot create {create_seconds:.0f} s, "
               f"restore {restore_seconds:.0f} s")
     print(f"[{firmware}] total {time.monotonic() - t0:.0f} s")
-    if problems:
-        pytest.xfail("labvirt bug on a real image: " + "; ".join(problems))
+    assert problems == []

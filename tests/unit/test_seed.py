@@ -122,24 +122,23 @@ def test_network_config() -> None:
                 "set-name": "ctlplane0",
                 "addresses": ["192.168.24.30/24", "192.168.24.31/24"],
                 "dhcp4": False,
-                "routes": [{"to": "0.0.0.0/0", "via": "192.168.24.1"}],
+                "gateway4": "192.168.24.1",
                 "nameservers": {"addresses": ["192.168.24.1", "192.168.24.2"]},
             },
         },
     }
 
 
-def test_default_routes_are_cidrs_never_the_word_default() -> None:
-    # cloud-init < 25.3 rejects `to: default` (the whole network-config is dropped)
+def test_default_routes_are_gateway4_and_cidrs_never_the_word_default() -> None:
+    # cloud-init < 25.3 rejects `to: default` (the whole network-config is dropped); an
+    # IPv4 route would reach Debian's ifupdown as a route(8) call that is not there
     spec = make_spec(interfaces=(SeedInterface(
         "52:54:00:12:34:56", "a", ("192.168.24.30/24", "fd00::5/64"),
         gateway4="192.168.24.1", gateway6="fd00::1"),))
     files = render_seed_files(spec)
     net = load(files, "network-config")
-    assert net["ethernets"]["a"]["routes"] == [
-        {"to": "0.0.0.0/0", "via": "192.168.24.1"},
-        {"to": "::/0", "via": "fd00::1"},
-    ]
+    assert net["ethernets"]["a"]["gateway4"] == "192.168.24.1"
+    assert net["ethernets"]["a"]["routes"] == [{"to": "::/0", "via": "fd00::1"}]
     assert b"default" not in files["network-config"]
 
 
@@ -246,9 +245,10 @@ def test_hostile_values_round_trip(value: str) -> None:
     assert iface["match"]["macaddress"] == value.lower()
     assert iface["addresses"] == [value]
     if value:  # an empty gateway means no default route
-        assert iface["routes"] == [{"to": "0.0.0.0/0", "via": value}]
+        assert iface["gateway4"] == value
     else:
-        assert "routes" not in iface
+        assert "gateway4" not in iface
+    assert "routes" not in iface
     assert iface["nameservers"] == {"addresses": [value]}
 
 
