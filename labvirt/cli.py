@@ -106,7 +106,8 @@ def show(ctx: click.Context, fmt: str) -> None:
 
 
 def _show_table(lab: Lab) -> None:
-    out.print(f"lab [bold]{lab.name}[/] on {lab.uri}  (prefix {lab.prefix}, {lab.machine}, "
+    out.print(f"lab [bold]{escape(lab.name)}[/] on {escape(lab.uri)}  "
+              f"(prefix {escape(lab.prefix)}, {lab.machine}, "
               f"{'UEFI' if lab.uefi else 'BIOS'}, domain type {lab.domain_type}, "
               f"access {lab.access})")
     out.print(f"layout: {', '.join(lab.sources)}", markup=False)
@@ -119,8 +120,9 @@ def _show_table(lab: Lab) -> None:
         extra = len(node.disks) - 1
         disks = human_size(root.size_bytes) + (f" +{extra}" if extra else "")
         nics = " ".join(n.network for n in node.nics)
-        table.add_row(node.hostname, node.domain, str(node.cpu), f"{node.memory_mib} MiB",
-                      disks, nics, member[0] if member else "-", member[1] if member else "-",
+        table.add_row(escape(node.hostname), escape(node.domain), str(node.cpu),
+                      f"{node.memory_mib} MiB", disks, escape(nics),
+                      escape(member[0]) if member else "-", escape(member[1]) if member else "-",
                       str(node.ctlplane_ip))
     out.print(table)
     out.print()
@@ -128,7 +130,7 @@ def _show_table(lab: Lab) -> None:
     for col in ("network", "libvirt name", "bridge", "forward", "host address", "dhcp"):
         nets.add_column(col)
     for n in lab.networks:
-        nets.add_row(n.name, n.libvirt_name, n.bridge, n.forward,
+        nets.add_row(escape(n.name), escape(n.libvirt_name), escape(n.bridge), n.forward,
                      str(n.address) if n.address else "-",
                      f"{n.dhcp_range[0]}-{n.dhcp_range[1]}" if n.dhcp_range else "-")
     out.print(nets)
@@ -143,10 +145,10 @@ def _stacks_table(lab: Lab) -> None:
     for s in lab.stacks:
         nodes = ", ".join(m.node if m.role == s.role else f"{m.node} ({m.role})"
                           for m in s.members)
-        table.add_row(s.name, s.role, nodes or "-")
+        table.add_row(escape(s.name), escape(s.role), escape(nodes) or "-")
     free = [n.hostname for n in lab.overcloud_nodes if lab.stack_of(n.hostname) is None]
     if free:
-        table.add_row("(unassigned)", "-", ", ".join(free))
+        table.add_row("(unassigned)", "-", escape(", ".join(free)))
     out.print(table)
 
 
@@ -275,11 +277,11 @@ class _ProgressView:
         if task is None:
             return
         if event.status == "start":
-            self.progress.update(task, description=f"{event.action} {event.target}")
+            self.progress.update(task, description=escape(f"{event.action} {event.target}"))
         elif event.status == "progress":  # a waiting node's boot stage or console line
             self.progress.update(task, description=escape(event.message))
         elif event.status == "failed":
-            self.progress.update(task, description=f"[red]failed[/] {event.action}")
+            self.progress.update(task, description=f"[red]failed[/] {escape(event.action)}")
         else:
             self.left[event.node] -= 1
             if event.action == "start-domain" and self.wait:
@@ -380,7 +382,8 @@ def _render_report(result: UpResult, fmt: str) -> None:
         rd = ready.get(h)
         ready_text = "-" if rd is None else (f"{rd.seconds:.1f} s" if rd.ready
                                              else "[red]no[/]")
-        table.add_row(h, f"[{colour}]{r.summary}[/]", str(len(r.done)), f"{r.seconds:.1f}",
+        table.add_row(escape(h), f"[{colour}]{escape(r.summary)}[/]", str(len(r.done)),
+                      f"{r.seconds:.1f}",
                       ready_text, escape(r.error or ""))
     out.print(table)
     for rd in result.readiness:
@@ -443,11 +446,11 @@ def status(ctx: click.Context, fmt: str) -> None:
     colours = {"running": "green", "shut-off": "yellow", "missing": "dim", "not-ours": "red"}
     for r in rows:
         c = colours.get(r.state, "white")
-        table.add_row(r.hostname, f"[{c}]{r.state}[/]", r.stack or "-", r.role or "-",
-                      r.ctlplane_ip or "-", r.ssh,
+        table.add_row(escape(r.hostname), f"[{c}]{escape(r.state)}[/]", escape(r.stack or "-"),
+                      escape(r.role or "-"), escape(r.ctlplane_ip or "-"), escape(r.ssh),
                       f"{human_size(r.disk_allocation)} / {human_size(r.disk_capacity)}"
                       if r.disk_capacity else "-",
-                      ", ".join(r.snapshots) or "-")
+                      escape(", ".join(r.snapshots) or "-"))
     out.print(table)
 
 
@@ -541,10 +544,10 @@ def exec_(ctx: click.Context, stack: str | None, workers: int, fmt: str,
     else:
         for o in outcomes:
             if o.result is None:
-                out.print(f"[red]== {o.node}: {escape(o.error or '')}[/]")
+                out.print(f"[red]== {escape(o.node)}: {escape(o.error or '')}[/]")
                 continue
             colour = "green" if o.ok else "red"
-            out.print(f"[{colour}]== {o.node}: exit {o.result.exit_status}[/] "
+            out.print(f"[{colour}]== {escape(o.node)}: exit {o.result.exit_status}[/] "
                       f"({o.result.seconds:.1f} s)")
             if o.result.stdout:
                 out.print(o.result.stdout.rstrip("\n"), markup=False)
@@ -593,7 +596,7 @@ def _snapshot_report(report: Any, fmt: str) -> None:
         table.add_column(col)
     for h, o in report.nodes.items():
         ready = "-" if o.ready_seconds is None else f"{o.ready_seconds:.1f} s"
-        table.add_row(h, "[green]ok[/]" if o.ok else "[red]failed[/]", f"{o.seconds:.1f}",
+        table.add_row(escape(h), "[green]ok[/]" if o.ok else "[red]failed[/]", f"{o.seconds:.1f}",
                       ready, escape(o.error or ", ".join(o.steps)))
     out.print(table)
     bad = [h for h, o in report.nodes.items() if not o.ok]
@@ -696,7 +699,8 @@ def snapshot_list(ctx: click.Context, fmt: str) -> None:
         nodes = f"{len(r['nodes'])}"
         if r["incomplete"]:
             nodes += f" (incomplete: {', '.join(r['incomplete'])})"
-        table.add_row(r["name"], r["kind"], r["created"] or "-", escape(nodes),
+        table.add_row(escape(r["name"]), escape(r["kind"]), escape(r["created"] or "-"),
+                      escape(nodes),
                       escape(r["description"] or ""))
     out.print(table)
 
@@ -769,7 +773,8 @@ def image_list(fmt: str) -> None:
         return
     table = Table("name", "format", "size", "verified", "source")
     for i in images:
-        table.add_row(escape(i.name), i.format, human_size(i.size), "yes" if i.verified else "NO",
+        table.add_row(escape(i.name), escape(i.format), human_size(i.size),
+                      "yes" if i.verified else "NO",
                       escape(i.url))
     out.print(table)
     fetched = {i.name for i in images}
