@@ -256,3 +256,95 @@ def test_parse_size(text: str | int, unit: int, expected: int) -> None:
 def test_parse_size_refuses(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_size(bad, GIB)
+
+
+# --- reading any file in bounded time and memory ----------------------------------------
+
+def _refused(path: Path) -> str:
+    from labvirt.errors import LayoutError
+
+    with pytest.raises(LayoutError) as info:
+        load_layers([path])
+    assert info.value.exit_code == 2
+    return info.value.render()
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "layout.yml"
+    os.mkfifo(fifo)
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: result.append(_refused(fifo)), daemon=True)
+    worker.start()
+    worker.join(30)  # a limit only: the refusal comes from stat, not from a wait
+    if worker.is_alive():  # unblock the reader before failing, or the test run hangs
+        with open(fifo, "w"):
+            pass
+        pytest.fail("reading a FIFO blocked")
+    assert "a FIFO (named pipe), not a file" in result[0]
+    assert "give -f a YAML file" in result[0]
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/dev/zero", "a device"), ("/", "a directory")])
+def test_devices_and_directories_are_refused(path: str, kind: str) -> None:
+    assert f"error: {path}: the layout is {kind}, not a file" in _refused(Path(path))
+
+
+def test_a_file_over_the_size_bound_is_refused_unread(tmp_path: Path) -> None:
+    from labvirt.layout.loader import MAX_LAYOUT_BYTES
+
+    big = tmp_path / "big.yml"
+    with big.open("wb") as f:  # sparse: the bound is checked before reading
+        f.truncate(MAX_LAYOUT_BYTES + 1)
+    assert "larger than 1024 KiB" in _refused(big)
+
+
+def test_a_file_of_exactly_the_bound_is_read(tmp_path: Path) -> None:
+    from labvirt.layout.loader import MAX_LAYOUT_BYTES
+
+    text = "vms: [{name: undercloud}, {name: ceph-0}]\n"
+    path = tmp_path / "padded.yml"
+    path.write_text(text + "#" * (MAX_LAYOUT_BYTES - len(text) - 1) + "\n")
+    assert [vm.name for vm in spec_of(path).vms] == ["undercloud", "ceph-0"]
+
+
+def test_a_symlink_to_a_layout_is_read(tmp_path: Path) -> None:
+    real = write(tmp_path, "real.yml", "vms: [{name: undercloud}, {name: ceph-0}]\n")
+    link = tmp_path / "link.yml"
+    link.symlink_to(real)
+    assert len(spec_of(link).vms) == 2
+
+
+def test_anchors_and_merge_keys_are_still_read(tmp_path: Path) -> None:
+    """Aliases are bounded, not banned: tripleo-lab files share VM settings with them."""
+    path = write(tmp_path, "anchors.yml", """\
+        ceph: &ceph {cpu: 2, memory: 6144}
+        vms:
+          - name: undercloud
+          - {<<: *ceph, name: ceph-0}
+          - {<<: *ceph, name: ceph-1, cpu: 4}
+        """)
+    spec = spec_of(path)
+    assert [(vm.name, vm.cpu, vm.memory_mb) for vm in spec.vms[1:]] == [
+        ("ceph-0", 2, 6144), ("ceph-1", 4, 6144)]
+
+
+def test_nesting_up_to_the_bound_is_read(tmp_path: Path) -> None:
+    from labvirt.layout.loader import MAX_DEPTH
+
+    deep = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    path = write(tmp_path, "deep.yml", f"vms: [{{name: undercloud}}, {{name: ceph-0}}]\n"
+                                       f"extra: {deep}\n")
+    assert len(spec_of(path).vms) == 2
+    path.write_text(path.read_text().replace(deep, f"[{deep}]"))
+    assert "nested more than" in _refused(path)
+
+
+def test_aliases_nested_through_each_other_count_their_depth(tmp_path: Path) -> None:
+    """Each anchor is shallow; referring to each other, they would still nest deeply."""
+    lines = ["a0: &a0 " + "[" * 10 + "]" * 10]
+    lines += [f"a{i}: &a{i} " + "[" * 9 + f"*a{i - 1}" + "]" * 9 for i in range(1, 10)]
+    path = write(tmp_path, "chain.yml", "\n".join(lines) + "\nvms: [{name: undercloud}]\n")
+    assert "with its aliases expanded, this value is nested more than" in _refused(path)
