@@ -297,7 +297,11 @@ def build_lab(
     # ctlplane addresses: fixed ones first, then the rest in order from first_ip
     taken = {cp.gateway, cp.host_ip, cp.undercloud_ip}
     taken |= {o.ctlplane_ip for o in lv.nodes.values() if o.ctlplane_ip}
-    free = (a for a in cp.cidr.hosts() if a >= cp.first_ip and a not in taken)
+    # arithmetic from first_ip on: walking cidr.hosts() from the start of a /8 takes seconds
+    last_host = int(cp.cidr.broadcast_address) - 1
+    start = max(int(cp.first_ip), int(cp.cidr.network_address) + 1)
+    free = (a for a in map(ipaddress.IPv4Address, range(start, last_host + 1))
+            if a not in taken)
     undercloud_given = False
     macs: set[str] = set()
     for _, vm in ordered:
@@ -318,11 +322,13 @@ def build_lab(
         else:
             ip = next(free, None)
             if ip is None:
+                # read_layout counts the addresses first; this only guards the model's use
                 raise LayoutError(
-                    f"the ctlplane network {cp.cidr} has no free address left for {host}",
+                    f"the ctlplane network {cp.cidr} has no free address left for {host} "
+                    f"(addresses are given from {cp.first_ip} on)",
                     Location(spec.sources[-1] if spec.sources else "<layout>", None,
-                             "labvirt.ctlplane.first_ip"),
-                    "lower first_ip or use a larger cidr",
+                             "labvirt.ctlplane"),
+                    "use a larger cidr or a lower first_ip",
                 )
         root = res.disksize_bytes or vm.disksize_gb * GIB
         disks = [Disk("root", f"{domain}.qcow2", root, "", iotune=vm.iotune)]
@@ -354,7 +360,10 @@ def build_lab(
             mgmt_mac=deterministic_mac(name, host, "mgmt", taken=macs) if forward else None,
         ))
     if access == "forward" and len(nodes) > PORT_BLOCK:
-        raise InputError(f"a lab reached by port forwards has at most {PORT_BLOCK} nodes")
+        raise InputError(f"a lab reached by port forwards has at most {PORT_BLOCK} nodes; "
+                         f"{', '.join(spec.sources) or 'the layout'} make(s) {len(nodes)}",
+                         "use fewer vms entries or overclouds, or access: bridge with "
+                         "qemu:///system")
 
     networks = []
     for i, net in enumerate(lv.networks.values()):
@@ -365,10 +374,10 @@ def build_lab(
             if access == "bridge":
                 address = ipaddress.IPv4Interface(f"{cp.host_ip}/{cp.cidr.prefixlen}")
         elif net.cidr is not None:
-            hosts = list(net.cidr.hosts())
-            address = ipaddress.IPv4Interface(f"{hosts[0]}/{net.cidr.prefixlen}")
+            first = net.cidr.network_address + 1  # never list(cidr.hosts()) of a /8
+            address = ipaddress.IPv4Interface(f"{first}/{net.cidr.prefixlen}")
             if net.dhcp:
-                dhcp = (hosts[1], hosts[-1])
+                dhcp = (first + 1, net.cidr.broadcast_address - 1)
         networks.append(Network(
             name=net.name, libvirt_name=f"{name}-{net.name}",
             bridge=net.bridge or bridge_name(name, i), forward=net.forward,

@@ -183,13 +183,16 @@ def test_ctlplane_overrides_are_honoured_and_skipped(tmp_path: Path) -> None:
 
 
 def test_ctlplane_running_out_of_addresses_is_an_error(tmp_path: Path) -> None:
-    from labvirt.errors import LayoutError
+    from labvirt.errors import LayoutErrors
 
-    with pytest.raises(LayoutError, match="no free address left for oc0-ceph-2"):
+    with pytest.raises(LayoutErrors) as info:  # counted when the layout is read
         lab_from(tmp_path, """\
             vms: [{name: undercloud}, {name: ceph-0}, {name: ceph-1}, {name: ceph-2}]
             labvirt: {ctlplane: {cidr: 10.0.0.0/29, first_ip: 10.0.0.4}}
             """)
+    assert ("labvirt.ctlplane.first_ip: the ctlplane network 10.0.0.0/29 has 2 free "
+            "address(es) from first_ip 10.0.0.4 to 10.0.0.6, and 3 node(s) need one"
+            in info.value.render())
 
 
 def test_tiny_layer() -> None:
