@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from labvirt.errors import LabvirtError
+
 __all__ = [
     "SEED_FILE_NAMES",
     "SEED_VOLUME_LABEL",
@@ -55,8 +57,8 @@ _ISO9660_NAMES = {
 }
 
 
-class SeedError(RuntimeError):
-    """A seed could not be rendered or packed."""
+class SeedError(LabvirtError):
+    """A seed could not be rendered or packed; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
