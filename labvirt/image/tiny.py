@@ -3,7 +3,8 @@
 It boots in seconds under TCG with 256 MiB and behaves like a pre-provisioned cloud node: it
 reads a NoCloud seed (see :mod:`labvirt.seed`), creates the users, installs the ssh host keys,
 configures the network, keeps ``/persist`` on the first virtio disk and runs dropbear on
-port 22. ``/init`` is ``tiny-init.sh`` beside this file.
+port 22. It carries Debian's Python (``/usr/bin/python3``) so that Ansible modules, as EDPM's
+and TripleO's playbooks send them, run on the node. ``/init`` is ``tiny-init.sh`` beside this file.
 
 Everything comes from Debian packages fetched with ``apt-get download`` (cached in
 ``cache_dir/debs``); the initramfs is a cpio "newc" archive written here, with fixed
@@ -41,6 +42,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labvirt.errors import LabvirtError
 
 __all__ = [
     "CMDLINE",
@@ -105,13 +108,47 @@ WANTED_MODULES = (
     "button",
     "evdev",
 )
+# Python for Ansible: EDPM's and TripleO's playbooks run modules (ping, setup, ...) on the
+# nodes, so the image carries Debian's interpreter and its standard library, compiled to
+# sourceless .pyc (hash-checked, so equal packages give equal bytes). Left out: OpenSSL
+# (hashlib falls back to the interpreter's built-in md5/sha*), the test suites, IDLE/Tk,
+# curses, readline, dbm, sqlite, NIS and the CJK codecs.
+PYTHON = "python3.11"
+PYTHON_PACKAGES = (
+    "python3.11-minimal",
+    "libpython3.11-minimal",
+    "libpython3.11-stdlib",
+    "libexpat1",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "libuuid1",
+)
+PYTHON_PRUNE = (
+    "test", "idlelib", "tkinter", "turtledemo", "turtle.py", "lib2to3", "ensurepip",
+    "pydoc_data", "pydoc.py", "venv", "unittest/test", "ctypes/test", "sqlite3/test",
+    "distutils/tests", "__phello__", "site-packages", "dist-packages", "sitecustomize.py",
+)
+PYTHON_PRUNE_RE = re.compile(
+    r"^(_ssl|_hashlib|_curses|_curses_panel|_dbm|_sqlite3|nis|readline|_test\w*|xxlimited\w*"
+    r"|_ctypes_test|ossaudiodev|audioop|_xxtestfuzz|_xxsubinterpreters|_codecs_(cn|hk|jp|kr|tw"
+    r"|iso2022))\.cpython-"
+)
+# codecs kept (the rest of encodings/ is for locales a lab node never runs in)
+PYTHON_ENCODINGS = frozenset({
+    "__init__", "aliases", "ascii", "base64_codec", "charmap", "cp1252", "cp437", "hex_codec",
+    "idna", "iso8859_1", "iso8859_15", "latin_1", "punycode", "raw_unicode_escape",
+    "unicode_escape", "utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le",
+    "utf_7", "utf_8", "utf_8_sig",
+})
 LIB_DIR = "lib/x86_64-linux-gnu"
 LOADER = "lib64/ld-linux-x86-64.so.2"
 CPIO_MTIME = 1_704_067_200  # 2024-01-01T00:00:00Z, for every entry
 
 
-class TinyImageError(RuntimeError):
-    """Building the tiny image failed; the message says what to do."""
+class TinyImageError(LabvirtError):
+    """Building the tiny image failed; the message says what to do (exit status 1: the
+    host lacks a tool or a package, not the user's input)."""
 
 
 @dataclass(frozen=True)
@@ -387,7 +424,7 @@ def _ensure_debs(
     only those not already there."""
     debs.mkdir(parents=True, exist_ok=True)
     if packages is None:
-        packages = [_kernel_package(debs), *USERSPACE_PACKAGES]
+        packages = [_kernel_package(debs), *USERSPACE_PACKAGES, *PYTHON_PACKAGES]
     missing = [p for p in packages if not _cached_debs(debs, p)]
     if missing:
         _download(debs, missing, progress)
@@ -453,7 +490,7 @@ def _ldd_sonames(binary: Path, lib_dirs: list[Path]) -> list[str]:
                 "USERSPACE_PACKAGES in labvirt/image/tiny.py"
             )
         soname = line.split()[0] if line else ""
-        if soname.startswith("linux-vdso") or not soname:
+        if soname.startswith("linux-vdso") or not soname or soname == "statically":
             continue
         names.append(soname)
     return names
@@ -552,6 +589,8 @@ def _assemble(root: Path, kver: str, progress: Callable[[str], None]) -> _Tree:
     if LOADER not in tree:
         raise TinyImageError("ldd named no ELF loader (ld-linux-x86-64.so.2) for dropbear")
 
+    _add_python(tree, root, lib_dirs, progress)
+
     moddir = root / "lib" / "modules" / kver
     modules = _resolve_modules(moddir, WANTED_MODULES)
     for name, data in modules:
@@ -563,6 +602,70 @@ def _assemble(root: Path, kver: str, progress: Callable[[str], None]) -> _Tree:
         tree.file(path, text.encode(), perm)
     tree.file("init", INIT_SCRIPT.read_bytes(), 0o755)
     return tree
+
+
+def _add_python(
+    tree: _Tree, root: Path, lib_dirs: list[Path], progress: Callable[[str], None]
+) -> None:
+    """Debian's Python with a pruned, precompiled standard library (see PYTHON_PACKAGES)."""
+    binary = root / "usr" / "bin" / PYTHON
+    stdlib = root / "usr" / "lib" / PYTHON
+    if not binary.exists() or not (stdlib / "os.py").exists():
+        raise TinyImageError(
+            f"{binary.relative_to(root)} or its standard library missing after extracting "
+            f"{' '.join(PYTHON_PACKAGES)}; Debian's Python may have moved on: check PYTHON "
+            "in labvirt/image/tiny.py"
+        )
+    for rel in PYTHON_PRUNE:
+        target = stdlib / rel
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    for codec in sorted((stdlib / "encodings").glob("*.py")):
+        if codec.stem not in PYTHON_ENCODINGS:
+            codec.unlink()
+    dynload = stdlib / "lib-dynload"
+    for ext in sorted(dynload.iterdir()):
+        if PYTHON_PRUNE_RE.match(ext.name):
+            ext.unlink()
+    env = dict(
+        os.environ,
+        PYTHONHOME=str(root / "usr"),
+        LD_LIBRARY_PATH=":".join(str(d) for d in lib_dirs),
+        SOURCE_DATE_EPOCH=str(CPIO_MTIME),
+    )
+    _run(
+        [str(binary), "-I", "-m", "compileall", "-q", "-b", "-j", "0",
+         "--invalidation-mode", "unchecked-hash", "-d", f"/usr/lib/{PYTHON}", str(stdlib)],
+        f"compiling {PYTHON}'s standard library",
+        "the host must be able to run x86-64 binaries",
+        env=env,
+    )
+    sonames: list[str] = []
+    for elf in [binary, *sorted(dynload.glob("*.so"))]:
+        for soname in _ldd_sonames(elf, lib_dirs):
+            if soname not in sonames:
+                sonames.append(soname)
+    for soname in sonames:
+        base = os.path.basename(soname)
+        if not base.startswith("ld-linux") and f"{LIB_DIR}/{base}" not in tree:
+            tree.file(f"{LIB_DIR}/{base}", _find_lib(soname, lib_dirs).read_bytes(), 0o644)
+    tree.file(f"usr/bin/{PYTHON}", binary.read_bytes(), 0o755)
+    tree.symlink("usr/bin/python3", PYTHON)
+    count = 0
+    for path in sorted(stdlib.rglob("*")):
+        rel = f"usr/lib/{PYTHON}/{path.relative_to(stdlib).as_posix()}"
+        if "__pycache__" in path.parts or path.suffix == ".py":
+            continue
+        if path.is_symlink():
+            continue  # Debian links a few files into /etc; nothing here needs them
+        if path.is_dir():
+            tree.dir(rel)
+        else:
+            tree.file(rel, path.read_bytes(), 0o755 if path.suffix == ".so" else 0o644)
+            count += 1
+    progress(f"{PYTHON}: {count} standard library files")
 
 
 def _initrd_bytes(tree: _Tree) -> bytes:

@@ -406,6 +406,16 @@ def test_built_initrd_content(busybox_bin: Path) -> None:
     libs = {p.rsplit("/", 1)[1] for p in files if p.startswith("lib/x86_64-linux-gnu/")}
     for lib in ("libc.so.6", "libtomcrypt.so.1", "libtommath.so.1", "libgmp.so.10", "libz.so.1"):
         assert lib in libs
+    # Ansible's modules need the node's Python: the interpreter, its libraries, a sourceless
+    # precompiled stdlib (hash-checked pycs), no OpenSSL
+    assert files["usr/bin/python3"][4] == b"python3.11"
+    assert files["usr/bin/python3.11"][4][:4] == b"\x7fELF"
+    for mod in ("os", "json/__init__", "subprocess", "zipfile", "encodings/utf_8"):
+        pyc = files[f"usr/lib/python3.11/{mod}.pyc"][4]
+        assert pyc[4:8] == b"\x01\0\0\0", mod  # hash-based, unchecked: no mtime inside
+    assert not any(p.endswith(".py") for p in files)
+    assert not any("_ssl." in p or "_hashlib." in p for p in files)
+    assert {"libexpat.so.1", "libffi.so.8"} <= libs
     order = files["lib/modules/load-order"][4].decode().split()
     for module in order:
         assert files[f"lib/modules/{module}.ko"][4][:4] == b"\x7fELF"  # uncompressed
